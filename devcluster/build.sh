@@ -90,9 +90,9 @@ build_kubernetes() {
   (
     cd "$dir"
     local cmds=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-    go get "${cmds[@]/#/k8s.io/kubernetes/cmd/}@$K8S_VERSION" >/dev/null 2>&1 ||
-      go get "${cmds[@]/#/k8s.io/kubernetes/cmd/}@$K8S_VERSION"
-    local cmd
+    local cmd targets=()
+    for cmd in "${cmds[@]}"; do targets+=("k8s.io/kubernetes/cmd/$cmd@$K8S_VERSION"); done
+    go get "${targets[@]}"
     for cmd in "${cmds[@]}"; do
       need "$cmd" || continue
       log "  go build $cmd"
