@@ -1,0 +1,159 @@
+"""The operator, assembled: informers -> workqueue -> reconcile loop, plus ops server and leader
+election. Owns every background task it starts and stops them in order (style #12):
+
+1. SIGTERM/SIGINT (or lost leadership) sets ``stop``.
+2. The workqueue stops taking keys and in-flight reconciles get ``drain_seconds`` to finish.
+3. The Lease is released so a standby replica takes over at once.
+4. Informers, the ops server and the HTTP client are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Callable
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from controller.clock import Clock
+from controller.events import EventRecorder
+from controller.informer import Informer
+from controller.kube import KubeClient
+from controller.kube.resources import CRONJOBS, JOBS, PODS, TASKS
+from controller.leader import LeaderElector
+from controller.model.labels import LABEL_MANAGED_BY, MANAGED_BY
+from controller.ops import OpsServer
+from controller.reconcile.loop import ReconcileLoop
+from controller.reconcile.metrics import ReconcileMetrics
+from controller.reconcile.task import TaskReconciler, job_key_of_pod, task_key_of_child
+from controller.settings import Settings
+from controller.workqueue import RateLimitingQueue, WorkqueueMetrics, default_controller_rate_limiter
+
+log = structlog.get_logger(__name__)
+
+CONTROLLER_NAME = "task"
+
+
+def _key(obj: dict) -> str:
+    meta = obj["metadata"]
+    return f"{meta['namespace']}/{meta['name']}"
+
+
+def _enqueue_handlers(keys_of: Callable[[dict], list[str]], queue: RateLimitingQueue) -> dict:
+    def enqueue(obj: dict) -> None:
+        for key in keys_of(obj):
+            queue.add(key)
+
+    return {
+        "on_add": enqueue,
+        "on_update": lambda old, new: (enqueue(old), enqueue(new)),
+        "on_delete": enqueue,
+    }
+
+
+class Operator:
+    def __init__(self, settings: Settings, client: KubeClient, clock: Clock, registry: CollectorRegistry):
+        self.settings = settings
+        self.client = client
+        self.clock = clock
+        self.registry = registry
+        rs = settings.reconcile
+        children = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        common = dict(clock=clock, namespace=rs.namespace, resync_period=rs.resync_seconds)
+        self.tasks = Informer(client, TASKS, name="tasks", **common)
+        self.jobs = Informer(client, JOBS, name="jobs", label_selector=children,
+                             indexers={"by_task": task_key_of_child}, **common)
+        self.cronjobs = Informer(client, CRONJOBS, name="cronjobs", label_selector=children, **common)
+        self.pods = Informer(client, PODS, name="pods", label_selector=children,
+                             indexers={"by_job": job_key_of_pod}, **common)
+        self.informers = [self.tasks, self.jobs, self.cronjobs, self.pods]
+
+        self.queue = RateLimitingQueue(
+            name=CONTROLLER_NAME, clock=clock,
+            rate_limiter=default_controller_rate_limiter(clock),
+            metrics=WorkqueueMetrics(registry),
+        )
+        self.tasks.add_handler(**_enqueue_handlers(lambda obj: [_key(obj)], self.queue))
+        for informer in (self.jobs, self.cronjobs, self.pods):
+            informer.add_handler(**_enqueue_handlers(task_key_of_child, self.queue))
+
+        metrics = ReconcileMetrics(registry)
+        self.events = EventRecorder(client, clock, component="fabric-task-operator",
+                                    host=settings.leader_election.identity)
+        self.reconciler = TaskReconciler(
+            client, tasks=self.tasks.store, jobs=self.jobs.store, cronjobs=self.cronjobs.store,
+            pods=self.pods.store, events=self.events, clock=clock, metrics=metrics,
+            execution_history=rs.execution_history,
+        )
+        self.loop = ReconcileLoop(CONTROLLER_NAME, self.queue, self.reconciler, workers=rs.workers, metrics=metrics)
+        self.elector = LeaderElector(client, settings.leader_election, clock)
+        self.ops = OpsServer(settings.ops, registry, ready=self.ready)
+        self.lost_leadership = False
+
+    def ready(self) -> bool:
+        return all(informer.has_synced for informer in self.informers)
+
+    async def run(self, stop: asyncio.Event) -> int:
+        """Run until ``stop`` is set; return the process exit code."""
+        await self.ops.start()
+        log.info("ops server listening", **self.ops.bound_ports)
+        background: list[asyncio.Task] = [
+            asyncio.create_task(informer.run(), name=f"informer-{informer_name}")
+            for informer_name, informer in zip(("tasks", "jobs", "cronjobs", "pods"), self.informers)
+        ]
+        leading = asyncio.create_task(self._lead(stop), name="leader")
+        exit_code = 0
+        try:
+            await stop.wait()
+            if self.lost_leadership:
+                exit_code = 1
+        finally:
+            log.info("shutting down")
+            self.queue.shut_down()
+            try:
+                await asyncio.wait_for(self.queue.shut_down_with_drain(), self.settings.reconcile.drain_seconds)
+            except asyncio.TimeoutError:
+                log.warning("in-flight reconciles did not finish in time; cancelling them")
+            leading.cancel()
+            await asyncio.gather(leading, return_exceptions=True)
+            await self.elector.release()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await self.ops.stop()
+        return exit_code
+
+    async def _lead(self, stop: asyncio.Event) -> None:
+        """Wait for caches and leadership, then reconcile until leadership is lost or the task is
+        cancelled by shutdown."""
+        await asyncio.gather(*(informer.wait_synced() for informer in self.informers))
+        log.info("informer caches synced", tasks=len(self.tasks.store.list()))
+        if self.settings.leader_election.enabled:
+            await self.elector.acquire()
+        workers = asyncio.create_task(self.loop.run(), name="reconcile-loop")
+        try:
+            if self.settings.leader_election.enabled:
+                await self.elector.hold()
+                # Leadership lost: another replica may take over once the Lease expires, so stop
+                # reconciling now; the process exits non-zero and is restarted as a candidate.
+                self.lost_leadership = True
+                stop.set()
+                return
+            await workers
+        finally:
+            workers.cancel()
+            await asyncio.gather(workers, return_exceptions=True)
+
+
+async def run(settings: Settings, clock: Clock) -> int:
+    client = await KubeClient.from_config(settings.kube.kubeconfig, settings.kube.context)
+    try:
+        operator = Operator(settings, client, clock, CollectorRegistry())
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        return await operator.run(stop)
+    finally:
+        await client.close()

@@ -1,0 +1,246 @@
+"""The Task reconciler: one Task's desired children and status, made so.
+
+Level-triggered and idempotent: every call reads the whole current state from the informer caches
+and converges it, whatever event caused it. Children have deterministic names (a one-off Job is
+``<task>-<epoch minutes of the Task's creation>``, a CronJob is named as its Task), so a restart or
+a stale cache can at worst meet ``AlreadyExists``, never create a second child.
+
+Writes: create Job/CronJob, patch the CronJob when the Task's spec changes, delete a CronJob left
+from when the Task had a schedule, replace the Task's status (with its resourceVersion, so a status
+computed from a stale Task is refused with 409 and recomputed), and Events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from controller.clock import Clock
+from controller.events import NORMAL, WARNING, EventRecorder
+from controller.informer import Store
+from controller.kube import AlreadyExists, Forbidden, Invalid, KubeClient, NotFound
+from controller.kube.resources import CRONJOBS, JOBS, TASKS
+from controller.model.children import cronjob_for_task, cronjob_spec_differs, job_for_task
+from controller.model.labels import LABEL_TASK
+from controller.model.spec import InvalidTask, TaskSpec, parse_task
+from controller.model.status import invalid_status, parse_time, task_status
+from controller.reconcile.loop import Result
+from controller.reconcile.metrics import ReconcileMetrics
+
+log = structlog.get_logger(__name__)
+
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+TERMINAL_PHASES = ("Succeeded", "Failed")
+# A scheduled Task is looked at again at its next run even if nothing changes (a run skipped by
+# concurrencyPolicy Forbid creates no Job, yet nextScheduleTime must move on); capped so a
+# yearly schedule still gets a periodic look.
+MAX_SCHEDULE_REQUEUE_SECONDS = 3600.0
+
+
+def task_key_of_child(obj: dict) -> list[str]:
+    """Index function: the key (namespace/name) of the Task a Job, CronJob or Pod belongs to."""
+    meta = obj.get("metadata", {})
+    task = (meta.get("labels") or {}).get(LABEL_TASK)
+    return [f"{meta.get('namespace')}/{task}"] if task else []
+
+
+def job_key_of_pod(obj: dict) -> list[str]:
+    """Index function: the key (namespace/name) of the Job a Pod belongs to."""
+    meta = obj.get("metadata", {})
+    labels = meta.get("labels") or {}
+    job = labels.get(JOB_NAME_LABEL) or labels.get("job-name")
+    return [f"{meta.get('namespace')}/{job}"] if job else []
+
+
+class TaskReconciler:
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        tasks: Store,
+        jobs: Store,
+        cronjobs: Store,
+        pods: Store,
+        events: EventRecorder,
+        clock: Clock,
+        metrics: ReconcileMetrics,
+        execution_history: int,
+    ):
+        self._client = client
+        self._tasks = tasks
+        self._jobs = jobs
+        self._cronjobs = cronjobs
+        self._pods = pods
+        self._events = events
+        self._clock = clock
+        self._metrics = metrics
+        self._history = execution_history
+
+    async def __call__(self, key: str) -> Result:
+        task = self._tasks.get(key)
+        if task is None or task["metadata"].get("deletionTimestamp"):
+            # Children carry ownerReferences to the Task: the garbage collector removes them.
+            return Result.done()
+        bound = log.bind(task=key)
+        try:
+            spec = parse_task(task)
+        except InvalidTask as error:
+            await self._report_invalid(task, error.message, reason="InvalidSpec")
+            return Result.done()
+
+        try:
+            if spec.schedule:
+                await self._ensure_cronjob(task, spec, bound)
+            else:
+                await self._ensure_job(task, spec, bound)
+                await self._remove_stale_cronjob(task, bound)
+        except Invalid as exc:
+            # The API server refused the child we built (for example a pod template field it
+            # rejects): the Task cannot run until its spec changes, so report and stop retrying.
+            kind = exc.details.get("kind") or ("CronJob" if spec.schedule else "Job")
+            await self._report_invalid(task, f"the API server rejected the {kind}: {exc.message}",
+                                       reason="ChildRejected")
+            return Result.done()
+        except Forbidden as exc:
+            if "being terminated" in exc.message:
+                return Result.done()  # the namespace is going away with the Task in it
+            raise
+
+        status = await self._update_status(task, spec)
+        return self._requeue_for_schedule(spec, status)
+
+    # -- children ---------------------------------------------------------------------------
+
+    async def _ensure_job(self, task: dict, spec: TaskSpec, bound: Any) -> None:
+        created = parse_time(task["metadata"]["creationTimestamp"])
+        desired = job_for_task(task, spec, created)
+        namespace = task["metadata"]["namespace"]
+        name = desired["metadata"]["name"]
+        if self._jobs.get(f"{namespace}/{name}") is not None:
+            return
+        if any(e.get("name") == name for e in (task.get("status") or {}).get("executions") or []):
+            return  # it ran and its Job was removed since (history kept, TTL, a user): never run it twice
+        try:
+            await self._client.create(JOBS, desired, namespace=namespace)
+        except AlreadyExists:
+            return  # the cache has not seen it yet; the next event brings it
+        bound.info("created job", job=name)
+        await self._events.record(task, NORMAL, "CreatedJob", f"Created Job {name}")
+
+    async def _ensure_cronjob(self, task: dict, spec: TaskSpec, bound: Any) -> None:
+        desired = cronjob_for_task(task, spec)
+        namespace = task["metadata"]["namespace"]
+        name = desired["metadata"]["name"]
+        existing = self._cronjobs.get(f"{namespace}/{name}")
+        if existing is None:
+            try:
+                await self._client.create(CRONJOBS, desired, namespace=namespace)
+            except AlreadyExists:
+                return
+            bound.info("created cronjob", cronjob=name, schedule=spec.schedule)
+            await self._events.record(task, NORMAL, "CreatedCronJob",
+                                      f"Created CronJob {name} with schedule {spec.schedule!r}")
+            return
+        if cronjob_spec_differs(existing, desired):
+            patch = {"metadata": {"labels": desired["metadata"].get("labels", {})}, "spec": desired["spec"]}
+            await self._client.patch(CRONJOBS, name, patch, namespace=namespace)
+            bound.info("updated cronjob", cronjob=name, schedule=spec.schedule, suspend=spec.suspend)
+            what = "Suspended" if spec.suspend and not existing["spec"].get("suspend") else "Updated"
+            await self._events.record(task, NORMAL, f"{what}CronJob", f"{what} CronJob {name}")
+
+    async def _remove_stale_cronjob(self, task: dict, bound: Any) -> None:
+        """A Task whose schedule was removed keeps no CronJob (its past Jobs stay as history)."""
+        meta = task["metadata"]
+        existing = self._cronjobs.get(f"{meta['namespace']}/{meta['name']}")
+        if existing is None or not _owned_by(existing, task):
+            return
+        try:
+            await self._client.delete(CRONJOBS, meta["name"], namespace=meta["namespace"])
+        except NotFound:
+            return
+        bound.info("deleted cronjob of unscheduled task", cronjob=meta["name"])
+        await self._events.record(task, NORMAL, "DeletedCronJob",
+                                  f"Deleted CronJob {meta['name']}: the Task no longer has a schedule")
+
+    # -- status -----------------------------------------------------------------------------
+
+    async def _update_status(self, task: dict, spec: TaskSpec) -> dict:
+        key = f"{task['metadata']['namespace']}/{task['metadata']['name']}"
+        jobs = [job for job in self._jobs.by_index("by_task", key) if _belongs_to(job, task)]
+        pods_by_job = {
+            job["metadata"]["name"]: self._pods.by_index(
+                "by_job", f"{job['metadata']['namespace']}/{job['metadata']['name']}")
+            for job in jobs
+        }
+        cronjob = self._cronjobs.get(key) if spec.schedule else None
+        if cronjob is not None and not _owned_by(cronjob, task):
+            cronjob = None
+        status = task_status(task, spec, jobs, pods_by_job, cronjob, self._clock.now(), history=self._history)
+        previous = task.get("status") or {}
+        if status != previous:
+            await self._write_status(task, status)
+            await self._announce_transitions(task, previous, status)
+        return status
+
+    async def _write_status(self, task: dict, status: dict) -> None:
+        body = dict(task)
+        body["status"] = status
+        meta = task["metadata"]
+        await self._client.replace(TASKS, meta["name"], body, namespace=meta["namespace"], subresource="status")
+
+    async def _announce_transitions(self, task: dict, previous: dict, status: dict) -> None:
+        before = {e["name"]: e.get("phase") for e in previous.get("executions") or []}
+        for execution in status.get("executions") or []:
+            phase = execution.get("phase")
+            if phase == before.get(execution["name"]):
+                continue
+            if phase == "Succeeded":
+                self._metrics.executions.labels("Succeeded").inc()
+                await self._events.record(task, NORMAL, "ExecutionSucceeded",
+                                          f"Execution {execution['name']} succeeded")
+            elif phase == "Failed":
+                self._metrics.executions.labels("Failed").inc()
+                detail = ", ".join(
+                    f"{label} {execution[field]}"
+                    for label, field in (("reason", "reason"), ("exit code", "exitCode"), ("message", "message"))
+                    if execution.get(field) not in (None, "")
+                )
+                await self._events.record(task, WARNING, "ExecutionFailed",
+                                          f"Execution {execution['name']} failed" + (f": {detail}" if detail else ""))
+            elif phase == "Running" and execution["name"] not in before:
+                await self._events.record(task, NORMAL, "ExecutionStarted", f"Execution {execution['name']} started")
+
+    async def _report_invalid(self, task: dict, message: str, *, reason: str) -> None:
+        status = invalid_status(task, message, self._clock.now(), reason=reason)
+        if status != (task.get("status") or {}):
+            await self._write_status(task, status)
+            await self._events.record(task, WARNING, reason, message)
+            log.info("task is invalid", task=f"{task['metadata']['namespace']}/{task['metadata']['name']}",
+                     reason=reason, message=message)
+
+    def _requeue_for_schedule(self, spec: TaskSpec, status: dict) -> Result:
+        next_run = parse_time(status.get("nextScheduleTime")) if status.get("nextScheduleTime") else None
+        if next_run is None:
+            return Result.done()
+        seconds = (next_run - self._clock.now()).total_seconds() + 1.0
+        return Result.after(min(max(seconds, 1.0), MAX_SCHEDULE_REQUEUE_SECONDS))
+
+
+def _owned_by(child: dict, task: dict) -> bool:
+    uid = task["metadata"].get("uid")
+    return any(ref.get("uid") == uid for ref in child["metadata"].get("ownerReferences") or [])
+
+
+def _belongs_to(job: dict, task: dict) -> bool:
+    """A Job is the Task's if the Task owns it (one-off) or owns the CronJob that owns it.
+
+    The label alone is not enough: a Task deleted and created again under the same name must not
+    inherit the old one's Jobs while the garbage collector is still removing them.
+    """
+    if _owned_by(job, task):
+        return True
+    created = job["metadata"].get("creationTimestamp")
+    task_created = task["metadata"].get("creationTimestamp")
+    owned_by_cronjob = any(ref.get("kind") == "CronJob" for ref in job["metadata"].get("ownerReferences") or [])
+    return owned_by_cronjob and bool(created and task_created) and parse_time(created) >= parse_time(task_created)

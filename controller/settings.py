@@ -1,0 +1,83 @@
+"""The operator's settings: one frozen tree, built only in ``__main__`` from flags and environment.
+
+Nothing else reads the environment. Every field says what it controls and why its default is what
+it is (kopf's ``OperatorSettings``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    kubeconfig: str | None = None
+    """Path of a kubeconfig; None: in-cluster config inside a pod, else $KUBECONFIG or ~/.kube/config."""
+
+    context: str | None = None
+    """kubeconfig context to use; None: the current context."""
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    workers: int = 4
+    """Concurrent reconciles. A Task is never reconciled by two workers at once (the workqueue
+    guarantees it), so this only bounds parallelism across Tasks."""
+
+    namespace: str | None = None
+    """Watch only this namespace; None watches all (needs the ClusterRole in manifests/rbac.yaml)."""
+
+    resync_seconds: float = 300.0
+    """Every cached Task is reconciled again this often even without events (drift repair)."""
+
+    execution_history: int = 10
+    """How many recent executions a Task's status lists."""
+
+    drain_seconds: float = 20.0
+    """On shutdown, how long in-flight reconciles may take to finish before they are cancelled."""
+
+
+@dataclass(frozen=True)
+class LeaderElectionSettings:
+    enabled: bool = True
+    """Only the holder of the Lease reconciles; others keep warm caches and wait. Makes two
+    replicas safe."""
+
+    lease_name: str = "fabric-task-operator"
+    lease_namespace: str = "default"
+    """Namespace of the Lease; in-cluster this is the operator's own namespace (POD_NAMESPACE)."""
+
+    identity: str = ""
+    """This replica's name in the Lease; __main__ fills it with the pod name or host + pid."""
+
+    lease_duration_seconds: float = 15.0
+    """How long a Lease is honoured after its last renewal before another replica may take it
+    (client-go's default)."""
+
+    renew_deadline_seconds: float = 10.0
+    """A leader that could not renew for this long stops leading (and exits) before the Lease can
+    expire, so two leaders never overlap. Must be shorter than the lease duration."""
+
+    retry_period_seconds: float = 2.0
+    """How often a leader renews and a candidate retries."""
+
+
+@dataclass(frozen=True)
+class OpsSettings:
+    bind_host: str = "0.0.0.0"
+    metrics_port: int = 8080
+    """Serves /metrics (Prometheus text format)."""
+
+    health_port: int = 8081
+    """Serves /healthz (the process is alive) and /readyz (caches synced)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    kube: KubeSettings = field(default_factory=KubeSettings)
+    reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
+    leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
+    ops: OpsSettings = field(default_factory=OpsSettings)
+    log_level: str = "info"
+    log_format: str = "json"
+    """"json" (one object per line, for log collectors) or "console" (for people)."""

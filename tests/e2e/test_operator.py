@@ -1,0 +1,188 @@
+"""The operator against a real API server with the real Job, CronJob and garbage-collector
+controllers, running as a real process under its own ServiceAccount."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from controller.kube import NotFound
+from controller.kube.resources import JOBS, TASKS
+from controller.model.names import execution_name
+from tasks import create_task, cronjob, event_reasons, eventually, jobs_of, task, task_manifest, wait_phase
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_one_off_task_runs_its_job_to_success(operator, kube, namespace):
+    created = await create_task(kube, namespace, task_manifest("hello"))
+    when = datetime.strptime(created["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=timezone.utc)
+
+    done = await wait_phase(kube, namespace, "hello", "Succeeded")
+
+    jobs = await jobs_of(kube, namespace, "hello")
+    assert [j["metadata"]["name"] for j in jobs] == [execution_name("hello", when)]
+    execution = done["status"]["executions"][0]
+    assert execution["name"] == jobs[0]["metadata"]["name"]
+    assert execution["phase"] == "Succeeded"
+    assert execution.get("completionTime")
+    assert done["status"]["observedGeneration"] == done["metadata"]["generation"]
+    env = {e["name"]: e for e in jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FABRIC_PAYLOAD"]["value"] == '{"text":"hello from hello"}'
+    reasons = await eventually(lambda: _reasons_including(kube, namespace, "hello", {"CreatedJob", "ExecutionSucceeded"}))
+    assert {"CreatedJob", "ExecutionSucceeded"} <= reasons
+
+
+async def test_a_finished_one_off_task_is_not_run_again_when_its_job_is_removed(operator, kube, namespace):
+    await create_task(kube, namespace, task_manifest("once"))
+    await wait_phase(kube, namespace, "once", "Succeeded")
+    [job] = await jobs_of(kube, namespace, "once")
+
+    await kube.delete(JOBS, job["metadata"]["name"], namespace=namespace)
+    await eventually(lambda: _no_jobs(kube, namespace, "once"), timeout=30, message="job removed")
+    await kube.patch(TASKS, "once", {"metadata": {"annotations": {"poke": "1"}}}, namespace=namespace)
+    await asyncio.sleep(3)  # a reconcile has run (the patch is an event); it must not re-create the Job
+
+    assert await jobs_of(kube, namespace, "once") == []
+    still = await task(kube, namespace, "once")
+    assert still["status"]["phase"] == "Succeeded"
+    assert still["status"]["executions"][0]["name"] == job["metadata"]["name"]
+
+
+async def _no_jobs(kube, namespace, name):
+    return not await jobs_of(kube, namespace, name)
+
+
+async def _reasons_including(kube, namespace, name, wanted):
+    reasons = await event_reasons(kube, namespace, name)
+    return reasons if wanted <= reasons else None
+
+
+async def test_failed_pod_fails_the_task_with_its_reason_and_exit_code(operator, kube, namespace):
+    await create_task(kube, namespace, task_manifest("broken", fail=True, exit_code=3))
+
+    failed = await wait_phase(kube, namespace, "broken", "Failed")
+
+    execution = failed["status"]["executions"][0]
+    assert execution["phase"] == "Failed"
+    assert execution["reason"] == "BackoffLimitExceeded"
+    assert execution["exitCode"] == 3
+    assert "ExecutionFailed" in await eventually(
+        lambda: _reasons_including(kube, namespace, "broken", {"ExecutionFailed"}))
+
+
+async def test_scheduled_task_gets_jobs_from_the_real_cronjob_controller(operator, kube, namespace):
+    await create_task(kube, namespace, task_manifest("every-minute", schedule="* * * * *"))
+
+    cj = await eventually(lambda: cronjob(kube, namespace, "every-minute"), message="cronjob created")
+    assert cj["spec"]["schedule"] == "* * * * *"
+    active = await wait_phase(kube, namespace, "every-minute", "Active", timeout=30)
+    assert active["status"]["scheduleDescription"] == "Every minute"
+    assert active["status"]["nextScheduleTime"]
+
+    # The CronJob controller creates a Job at the next whole minute; the Task reports it.
+    async def reported_execution():
+        status = (await task(kube, namespace, "every-minute")).get("status") or {}
+        executions = status.get("executions") or []
+        return status if executions and status.get("lastScheduleTime") else None
+
+    status = await eventually(reported_execution, timeout=100, message="an execution reported")
+    job_names = {j["metadata"]["name"] for j in await jobs_of(kube, namespace, "every-minute")}
+    assert status["executions"][0]["name"] in job_names
+    assert all(name.startswith("every-minute-") for name in job_names)
+
+
+async def test_suspend_pauses_the_cronjob_and_resume_restarts_it(operator, kube, namespace):
+    await create_task(kube, namespace, task_manifest("pausable", schedule="*/5 * * * *"))
+    await wait_phase(kube, namespace, "pausable", "Active", timeout=30)
+
+    await kube.patch(TASKS, "pausable", {"spec": {"suspend": True}}, namespace=namespace)
+    paused = await wait_phase(kube, namespace, "pausable", "Paused", timeout=30)
+    assert not paused["status"].get("nextScheduleTime")
+    assert (await cronjob(kube, namespace, "pausable"))["spec"]["suspend"] is True
+
+    await kube.patch(TASKS, "pausable", {"spec": {"suspend": False}}, namespace=namespace)
+    resumed = await wait_phase(kube, namespace, "pausable", "Active", timeout=30)
+    assert resumed["status"]["nextScheduleTime"]
+    assert (await cronjob(kube, namespace, "pausable"))["spec"]["suspend"] is False
+
+
+async def test_changing_the_schedule_updates_the_cronjob(operator, kube, namespace):
+    await create_task(kube, namespace, task_manifest("retimed", schedule="0 * * * *"))
+    await wait_phase(kube, namespace, "retimed", "Active", timeout=30)
+
+    await kube.patch(TASKS, "retimed", {"spec": {"schedule": "30 2 * * *", "timeZone": "Europe/Paris"}},
+                     namespace=namespace)
+
+    async def updated():
+        cj = await cronjob(kube, namespace, "retimed")
+        return cj if cj["spec"]["schedule"] == "30 2 * * *" and cj["spec"].get("timeZone") == "Europe/Paris" else None
+
+    await eventually(updated, timeout=30, message="cronjob schedule updated")
+
+
+async def test_deleting_a_task_removes_its_cronjob_and_jobs(operator, kube, namespace):
+    await create_task(kube, namespace, task_manifest("doomed-once", run_for="60s"))
+    await create_task(kube, namespace, task_manifest("doomed-cron", schedule="*/10 * * * *"))
+    await eventually(lambda: jobs_of(kube, namespace, "doomed-once"), message="job created")
+    await eventually(lambda: cronjob(kube, namespace, "doomed-cron"), message="cronjob created")
+
+    await kube.delete(TASKS, "doomed-once", namespace=namespace)
+    await kube.delete(TASKS, "doomed-cron", namespace=namespace)
+
+    async def gone():
+        if await jobs_of(kube, namespace, "doomed-once"):
+            return False
+        try:
+            await cronjob(kube, namespace, "doomed-cron")
+            return False
+        except NotFound:
+            return True
+
+    await eventually(gone, timeout=60, message="children garbage collected")
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "fragment"),
+    [
+        pytest.param("bad-cron", {"schedule": "61 * * * *"}, "spec.schedule", id="invalid-cron"),
+        pytest.param("bad-zone", {"schedule": "0 * * * *", "timeZone": "Mars/Olympus_Mons"}, "spec.timeZone",
+                     id="unknown-time-zone"),
+        pytest.param("n" * 60, {}, "metadata.name", id="name-too-long-for-children"),
+    ],
+)
+async def test_invalid_task_reports_why_while_a_valid_one_beside_it_runs(operator, kube, namespace, name, spec,
+                                                                         fragment):
+    await create_task(kube, namespace, task_manifest(name, **spec))
+    await create_task(kube, namespace, task_manifest("fine"))
+
+    invalid = await wait_phase(kube, namespace, name, "Invalid", timeout=30)
+    ready = next(c for c in invalid["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+    assert fragment in ready["message"]
+    assert "InvalidSpec" in await eventually(lambda: _reasons_including(kube, namespace, name, {"InvalidSpec"}))
+    assert await jobs_of(kube, namespace, name) == []
+    await wait_phase(kube, namespace, "fine", "Succeeded")
+
+
+async def test_metrics_and_health_endpoints(operator, kube, namespace):
+    await create_task(kube, namespace, task_manifest("measured"))
+    await wait_phase(kube, namespace, "measured", "Succeeded")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{operator.health_port}/readyz") as response:
+            assert response.status == 200
+        async with http.get(f"http://127.0.0.1:{operator.health_port}/healthz") as response:
+            assert response.status == 200
+        async with http.get(f"http://127.0.0.1:{operator.metrics_port}/metrics") as response:
+            text = await response.text()
+    for name in ('workqueue_adds_total{name="task"}', 'controller_runtime_reconcile_total{controller="task"',
+                 'controller_runtime_reconcile_time_seconds_bucket{controller="task"',
+                 'fabric_task_executions_total{result="Succeeded"}'):
+        assert name in text, name
+    denied = [line for line in operator.log_text().splitlines() if "system:serviceaccount" in line and "cannot" in line]
+    assert not denied, f"the operator's RBAC was not enough: {denied[:3]}"
