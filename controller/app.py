@@ -80,7 +80,7 @@ class Operator:
 
         metrics = ReconcileMetrics(registry)
         self.events = EventRecorder(client, clock, component="fabric-task-operator",
-                                    host=settings.leader_election.identity)
+                                    host=settings.leader_election.identity, registry=registry)
         self.reconciler = TaskReconciler(
             client, tasks=self.tasks.store, jobs=self.jobs.store, cronjobs=self.cronjobs.store,
             pods=self.pods.store, events=self.events, clock=clock, metrics=metrics,
@@ -102,6 +102,7 @@ class Operator:
             asyncio.create_task(informer.run(), name=f"informer-{informer_name}")
             for informer_name, informer in zip(("tasks", "jobs", "cronjobs", "pods"), self.informers)
         ]
+        background.append(asyncio.create_task(self.events.run(), name="events"))
         leading = asyncio.create_task(self._lead(stop), name="leader")
         exit_code = 0
         try:
@@ -118,6 +119,10 @@ class Operator:
             leading.cancel()
             await asyncio.gather(leading, return_exceptions=True)
             await self.elector.release()
+            try:
+                await asyncio.wait_for(self.events.flush(), 5)
+            except asyncio.TimeoutError:
+                log.warning("queued events not all written before shutdown")
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

@@ -1,9 +1,12 @@
 """Kubernetes Events on the objects the operator acts on.
 
 Events are what ``kubectl describe task`` shows: every action the operator took and every error it
-met. Recording is best effort: a failed Event write is logged and never fails a reconcile.
-A repeat of the same (object, type, reason, message) within the aggregation window bumps the
-count of the existing Event instead of creating a new one, like client-go's EventCorrelator.
+met. Recording is best effort and off the reconcile path, like client-go's event broadcaster:
+``record`` only puts the Event on a bounded queue and one background task writes it, so a reconcile
+never waits for an Event round trip. When the queue is full (the API server is slow or down) new
+Events are dropped and counted, never buffered without bound. A failed write is logged.
+A repeat of the same (object, type, reason, message) bumps the count of the Event already written
+instead of creating a new one, like client-go's EventCorrelator.
 """
 
 from __future__ import annotations
@@ -11,7 +14,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import asyncio
+
 import structlog
+from prometheus_client import CollectorRegistry, Counter
 
 from controller.clock import Clock
 from controller.kube import KubeClient, KubeError
@@ -32,21 +38,46 @@ class _Recorded:
 
 
 class EventRecorder:
-    def __init__(self, client: KubeClient, clock: Clock, *, component: str, host: str, cache_size: int = 4096):
+    def __init__(self, client: KubeClient, clock: Clock, *, component: str, host: str,
+                 registry: CollectorRegistry | None = None, queue_size: int = 1000, cache_size: int = 4096):
         self._client = client
         self._clock = clock
         self._component = component
         self._host = host
         self._cache_size = cache_size
-        # (uid, type, reason, message) -> the Event written for it; LRU, owned by the event loop
-        # (no awaits between read and write of one key, so no lock is needed).
+        # Events waiting to be written; put by any reconcile, taken only by the writer task.
+        self._pending: asyncio.Queue[tuple[dict, str, str, str, str]] = asyncio.Queue(queue_size)
+        # (uid, type, reason, message) -> the Event written for it; LRU, read and written only by
+        # the writer task.
         self._recent: OrderedDict[tuple[str, str, str, str], _Recorded] = OrderedDict()
+        self._dropped = Counter("fabric_task_events_dropped_total",
+                                "Events not written because the event queue was full.",
+                                registry=registry) if registry is not None else None
 
-    async def record(self, obj: dict, event_type: str, reason: str, message: str) -> None:
+    def record(self, obj: dict, event_type: str, reason: str, message: str) -> None:
+        """Queue an Event about ``obj``; never blocks, drops the Event when the queue is full."""
+        try:
+            self._pending.put_nowait((obj, event_type, reason, message, _rfc3339(self._clock)))
+        except asyncio.QueueFull:
+            if self._dropped is not None:
+                self._dropped.inc()
+            log.warning("event dropped: queue full", reason=reason, object=obj.get("metadata", {}).get("name"))
+
+    async def run(self) -> None:
+        """Write queued Events until cancelled."""
+        while True:
+            obj, event_type, reason, message, now = await self._pending.get()
+            await self._write(obj, event_type, reason, message, now)
+
+    async def flush(self) -> None:
+        """Write whatever is queued now (used on shutdown, after the reconciles have stopped)."""
+        while not self._pending.empty():
+            await self._write(*self._pending.get_nowait())
+
+    async def _write(self, obj: dict, event_type: str, reason: str, message: str, now: str) -> None:
         meta = obj.get("metadata", {})
         namespace = meta.get("namespace") or "default"
         key = (meta.get("uid", ""), event_type, reason, message)
-        now = _rfc3339(self._clock)
         try:
             seen = self._recent.get(key)
             if seen is not None:

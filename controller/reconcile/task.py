@@ -126,7 +126,7 @@ class TaskReconciler:
         except AlreadyExists:
             return  # the cache has not seen it yet; the next event brings it
         bound.info("created job", job=name)
-        await self._events.record(task, NORMAL, "CreatedJob", f"Created Job {name}")
+        self._events.record(task, NORMAL, "CreatedJob", f"Created Job {name}")
 
     async def _ensure_cronjob(self, task: dict, spec: TaskSpec, bound: Any) -> None:
         desired = cronjob_for_task(task, spec)
@@ -139,7 +139,7 @@ class TaskReconciler:
             except AlreadyExists:
                 return
             bound.info("created cronjob", cronjob=name, schedule=spec.schedule)
-            await self._events.record(task, NORMAL, "CreatedCronJob",
+            self._events.record(task, NORMAL, "CreatedCronJob",
                                       f"Created CronJob {name} with schedule {spec.schedule!r}")
             return
         if cronjob_spec_differs(existing, desired):
@@ -147,7 +147,7 @@ class TaskReconciler:
             await self._client.patch(CRONJOBS, name, patch, namespace=namespace)
             bound.info("updated cronjob", cronjob=name, schedule=spec.schedule, suspend=spec.suspend)
             what = "Suspended" if spec.suspend and not existing["spec"].get("suspend") else "Updated"
-            await self._events.record(task, NORMAL, f"{what}CronJob", f"{what} CronJob {name}")
+            self._events.record(task, NORMAL, f"{what}CronJob", f"{what} CronJob {name}")
 
     async def _remove_stale_cronjob(self, task: dict, bound: Any) -> None:
         """A Task whose schedule was removed keeps no CronJob (its past Jobs stay as history)."""
@@ -160,7 +160,7 @@ class TaskReconciler:
         except NotFound:
             return
         bound.info("deleted cronjob of unscheduled task", cronjob=meta["name"])
-        await self._events.record(task, NORMAL, "DeletedCronJob",
+        self._events.record(task, NORMAL, "DeletedCronJob",
                                   f"Deleted CronJob {meta['name']}: the Task no longer has a schedule")
 
     # -- status -----------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class TaskReconciler:
                 continue
             if phase == "Succeeded":
                 self._metrics.executions.labels("Succeeded").inc()
-                await self._events.record(task, NORMAL, "ExecutionSucceeded",
+                self._events.record(task, NORMAL, "ExecutionSucceeded",
                                           f"Execution {execution['name']} succeeded")
             elif phase == "Failed":
                 self._metrics.executions.labels("Failed").inc()
@@ -206,16 +206,16 @@ class TaskReconciler:
                     for label, field in (("reason", "reason"), ("exit code", "exitCode"), ("message", "message"))
                     if execution.get(field) not in (None, "")
                 )
-                await self._events.record(task, WARNING, "ExecutionFailed",
+                self._events.record(task, WARNING, "ExecutionFailed",
                                           f"Execution {execution['name']} failed" + (f": {detail}" if detail else ""))
             elif phase == "Running" and execution["name"] not in before:
-                await self._events.record(task, NORMAL, "ExecutionStarted", f"Execution {execution['name']} started")
+                self._events.record(task, NORMAL, "ExecutionStarted", f"Execution {execution['name']} started")
 
     async def _report_invalid(self, task: dict, message: str, *, reason: str) -> None:
         status = invalid_status(task, message, self._clock.now(), reason=reason)
         if status != (task.get("status") or {}):
             await self._write_status(task, status)
-            await self._events.record(task, WARNING, reason, message)
+            self._events.record(task, WARNING, reason, message)
             log.info("task is invalid", task=f"{task['metadata']['namespace']}/{task['metadata']['name']}",
                      reason=reason, message=message)
 
