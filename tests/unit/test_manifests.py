@@ -215,7 +215,7 @@ def test_printer_columns():
         "Schedule": (".spec.schedule", "string", 0),
         "Status": (".status.phase", "string", 0),
         "Last Run": (".status.lastScheduleTime", "date", 0),
-        "Next Run": (".status.nextScheduleTime", "date", 0),
+        "Next Run": (".status.nextScheduleTime", "string", 0),  # kubectl prints future dates as <invalid>
         "Age": (".metadata.creationTimestamp", "date", 0),
         "Skill": (".spec.skillName", "string", 1),
         "Action": (".spec.actionName", "string", 1),
