@@ -1,0 +1,158 @@
+"""The public API (``/v1``): task history and execution logs, read-only in this round.
+
+- ``GET /v1/tasks``                         list with filters, cursor pagination, sort
+- ``GET /v1/tasks/{name}``                  one record, with its spec
+- ``GET /v1/tasks/{name}/executions``       a task's executions (same filters and paging)
+- ``GET /v1/tasks/{execution}/logs``        logs as rows (see ``logrows``)
+- ``GET /v1/tasks/{execution}/logs/raw``    the stored log as a file, with Range support
+
+Every path name is checked against the DNS-1123 rule before it reaches a store (400 otherwise).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Any
+
+from aiohttp import web
+
+from gateway.errors import NotFound, RangeNotSatisfiable
+from gateway.logrows import parse_row_query
+from gateway.model import (
+    check_name,
+    encode_cursor,
+    format_time,
+    parse_list_query,
+    record_json,
+    reject_unknown,
+)
+from gateway.state import AppState, json_response, query_params, state_of
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    st = state_of(request)
+    query = parse_list_query(query_params(request))
+    return json_response(await _page(st, query))
+
+
+async def get_task(request: web.Request) -> web.Response:
+    st = state_of(request)
+    name = check_name(request.match_info["name"])
+    reject_unknown(request.query, set())
+    row = await st.records.get(name)
+    if row is None:
+        raise NotFound(f"no task or execution named {name!r}")
+    return json_response(record_json(row))
+
+
+async def list_executions(request: web.Request) -> web.Response:
+    st = state_of(request)
+    name = check_name(request.match_info["name"])
+    query = parse_list_query(query_params(request), fixed={"parent": name, "kind": "execution"})
+    page = await _page(st, query)
+    if not page["items"] and query.after is None and await st.records.get(name) is None:
+        raise NotFound(f"no task named {name!r}")
+    return json_response(page)
+
+
+async def _page(st: AppState, query: Any) -> dict[str, Any]:
+    rows = await st.records.list(query)
+    more = len(rows) > query.limit
+    rows = rows[: query.limit]
+    cursor = encode_cursor(rows[-1]["sort_ms"], rows[-1]["name"], query.descending) if more and rows else None
+    return {"items": [record_json(r) for r in rows], "nextCursor": cursor}
+
+
+async def log_rows(request: web.Request) -> web.Response:
+    st = state_of(request)
+    name = check_name(request.match_info["execution"], "execution")
+    logs = st.settings.logs
+    query = parse_row_query(query_params(request), max_rows=logs.max_rows, max_grep_bytes=logs.max_grep_bytes)
+    record = await st.records.get(name)
+    page = await st.blobs.rows(name, query, max_row_bytes=logs.max_row_bytes, max_response_bytes=logs.max_response_bytes)
+    if page is None and record is None:
+        raise NotFound(f"no execution named {name!r}")
+    state = (record or {}).get("log_state") or ("none" if page is None else "streaming")
+    rows = []
+    if page is not None:
+        for row in page.rows:
+            item: dict[str, Any] = {"line": row.line, "ts": format_time(row.ts_ms), "text": row.text}
+            if row.truncated:
+                item["truncated"] = True
+            rows.append(item)
+    return json_response(
+        {
+            "execution": name,
+            "logState": state,
+            "totalLines": page.total_lines if page else 0,
+            "rows": rows,
+            "hasMore": page.has_more if page else False,
+        }
+    )
+
+
+async def log_raw(request: web.Request) -> web.StreamResponse:
+    st = state_of(request)
+    name = check_name(request.match_info["execution"], "execution")
+    reject_unknown(request.query, set())
+    stat = await st.blobs.stat(name)
+    if stat is None:
+        raise NotFound(f"no log for {name!r}")
+    size = stat.size
+    start, end, status = 0, size, 200
+    header = request.headers.get("Range")
+    if header:
+        start, end = _parse_range(header, size)
+        status = 206
+    response = web.StreamResponse(status=status)
+    response.content_type = "text/plain"
+    response.charset = "utf-8"
+    response.content_length = end - start
+    response.headers["Accept-Ranges"] = "bytes"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}.log"'
+    if stat.sha256:
+        response.headers["ETag"] = f'"{stat.sha256}"'
+    if status == 206:
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    await response.prepare(request)
+    async with contextlib.aclosing(st.blobs.read_raw(name, start, end)) as chunks:  # closes the file if the client leaves
+        async for chunk in chunks:
+            await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int]:
+    """One range of ``bytes=a-b``, ``bytes=a-`` or ``bytes=-n`` -> [start, end)."""
+    match = _RANGE.fullmatch(header.strip())
+    if not match or match.group(1) == match.group(2) == "":
+        raise RangeNotSatisfiable(
+            f"unsupported Range {header[:64]!r}: one 'bytes=a-b' range only",
+            size=size, headers={"Content-Range": f"bytes */{size}"},
+        )
+    first_s, last_s = match.groups()
+    if first_s == "":
+        n = int(last_s)
+        start, end = max(0, size - n), size
+    else:
+        start = int(first_s)
+        end = min(size, int(last_s) + 1) if last_s else size
+    if start >= end or start >= size:
+        raise RangeNotSatisfiable(
+            f"range {header[:64]!r} is outside the {size}-byte log",
+            size=size, headers={"Content-Range": f"bytes */{size}"},
+        )
+    return start, end
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/v1/tasks", list_tasks, allow_head=False),
+        web.get("/v1/tasks/{name}", get_task, allow_head=False),
+        web.get("/v1/tasks/{name}/executions", list_executions, allow_head=False),
+        web.get("/v1/tasks/{execution}/logs", log_rows, allow_head=False),
+        web.get("/v1/tasks/{execution}/logs/raw", log_raw, allow_head=False),
+    ]

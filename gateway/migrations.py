@@ -1,0 +1,79 @@
+"""Schema migrations: a versioned, append-only list per dialect, applied in order at startup and
+recorded in ``schema_version`` (one row per applied version). Never edit a released step; add the
+next one. Both stores apply pending steps in one transaction under a lock (SQLite: ``BEGIN
+IMMEDIATE``; PostgreSQL: a transaction-scoped advisory lock), so replicas starting together apply
+each step once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.records import index_ddl
+
+SCHEMA_VERSION_DDL = (
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_ms BIGINT NOT NULL)"
+)
+#: Any constant; identifies the gateway's migration lock among advisory locks on the server.
+POSTGRES_LOCK_ID = 0x6761_7465_7761_79  # "gateway"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+def _tasks_table(text: str, big: str, json_type: str, key: str) -> str:
+    return f"""CREATE TABLE tasks (
+        name {key} PRIMARY KEY,
+        namespace {text} NOT NULL,
+        kind {text} NOT NULL,
+        task_type {text},
+        parent {text},
+        status {text},
+        status_reason {text},
+        start_ms {big},
+        end_ms {big},
+        project_id {text},
+        activation_id {text},
+        skill_name {text},
+        action_name {text},
+        user_name {text},
+        source {text},
+        payload {json_type},
+        schedule {text},
+        task_pool {text},
+        channel_id {text},
+        ref_id {text},
+        spec {json_type},
+        sequence {big} NOT NULL,
+        log_size {big} NOT NULL DEFAULT 0,
+        log_checksum {text},
+        log_state {text} NOT NULL DEFAULT 'none',
+        created_ms {big} NOT NULL,
+        updated_ms {big} NOT NULL,
+        expires_ms {big} NOT NULL,
+        sort_ms {big} NOT NULL
+    )"""
+
+
+SQLITE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "tasks table and list indexes",
+        (_tasks_table("TEXT", "INTEGER", "TEXT", "TEXT"), *index_ddl()),
+    ),
+)
+
+POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "tasks table and list indexes",
+        # "C" collation on the key: byte order, the same as SQLite's, and what keyset pagination
+        # and the (column, sort_ms, name) indexes compare with.
+        (_tasks_table("TEXT", "BIGINT", "JSONB", 'TEXT COLLATE "C"'), *index_ddl()),
+    ),
+)

@@ -1,0 +1,344 @@
+"""The OpenAPI 3 document of every route the gateway serves, written by hand next to the routes
+and served at ``/openapi.json``. A unit test checks that routes and this document list the same
+operations, so neither drifts. Pure data.
+
+Not listed because not built yet: following a running execution's log, and the schedule
+operations that act on Task resources (pause/resume, cancel, run now, schedule an agent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.logrows import ROW_PARAMS
+from gateway.model import DEFAULT_LIMIT, KINDS, LIST_FILTERS, LOG_STATES, MAX_LIMIT, TYPES
+
+_NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", "maxLength": 253}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "Bad input (unknown parameter or filter, bad value, bad cursor, invalid name).",
+        401: "Missing or wrong bearer token.",
+        404: "No such record, log or route.",
+        409: "Conflict; the body says why (and the stored size for uploads).",
+        413: "Body or log too large.",
+        416: "Range outside the log.",
+        503: "Not ready (database unreachable or shutting down).",
+    }
+    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": _NAME}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema, **extra}
+
+
+_FILTER_DOCS = {
+    "type": ("scheduled tasks or one-time ones", {"type": "string", "enum": list(TYPES)}),
+    "kind": ("task records or execution records", {"type": "string", "enum": list(KINDS)}),
+    "status": ("status, e.g. Running, Succeeded, Failed, Active, Paused", {"type": "string"}),
+    "skill": ("skill name", {"type": "string"}),
+    "action": ("action name", {"type": "string"}),
+    "schedule": ("the parent schedule's name (executions of a scheduled task)", {"type": "string"}),
+    "project": ("project id", {"type": "string"}),
+    "channelId": ("channel id", {"type": "string"}),
+    "refId": ("reference id", {"type": "string"}),
+    "user": ("submitting user", {"type": "string"}),
+    "namespace": ("Kubernetes namespace of the Task", {"type": "string"}),
+}
+assert set(_FILTER_DOCS) == set(LIST_FILTERS)
+
+
+def _list_params(*, fixed: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    params = [
+        _query(key, {"type": "array", "items": schema}, f"Only records with this {text}; repeat to match any of several.", style="form", explode=True)
+        for key, (text, schema) in _FILTER_DOCS.items()
+        if key not in fixed
+    ]
+    params += [
+        _query("since", _TIME, "Only records whose start (or creation, if not started) is at or after this time."),
+        _query("until", _TIME, "Only records whose start (or creation) is before this time."),
+        _query("sort", {"type": "string", "enum": ["-start", "start"], "default": "-start"}, "Newest first (-start) or oldest first (start)."),
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "Page size."),
+        _query("cursor", {"type": "string"}, "nextCursor of the previous page (opaque; valid with the same sort)."),
+    ]
+    return params
+
+
+_ROW_PARAM_DOCS: dict[str, tuple[dict[str, Any], str]] = {
+    "after": ({"type": "integer", "minimum": 0}, "Only lines with a number greater than this."),
+    "before": ({"type": "integer", "minimum": 1}, "Only lines with a number smaller than this (scroll a tail backwards with the first line shown)."),
+    "since": (_TIME, "Only lines stamped at or after this time."),
+    "until": (_TIME, "Only lines stamped before this time."),
+    "grep": ({"type": "string", "maxLength": 256}, "Only lines containing this substring (or matching it with regex=true)."),
+    "regex": ({"type": "boolean", "default": False}, "Treat grep as a regular expression (Python syntax)."),
+    "ignoreCase": ({"type": "boolean", "default": False}, "Case-insensitive grep."),
+    "order": ({"type": "string", "enum": ["oldest", "newest"], "default": "oldest"}, "Walk from the first selected line or from the last."),
+    "tail": ({"type": "integer", "minimum": 1, "maximum": 10000}, "The last N selected lines, answered oldest first unless order=newest. Exclusive with limit."),
+    "offset": ({"type": "integer", "minimum": 0, "default": 0}, "Skip this many selected lines in the walk's direction."),
+    "limit": ({"type": "integer", "minimum": 1, "maximum": 10000, "default": 100}, "Page size."),
+}
+assert set(_ROW_PARAM_DOCS) == set(ROW_PARAMS)
+
+_RECORD_PROPS: dict[str, Any] = {
+    "name": _NAME,
+    "namespace": {"type": "string"},
+    "kind": {"type": "string", "enum": list(KINDS)},
+    "type": {"type": "string", "enum": list(TYPES), "nullable": True},
+    "parent": {"type": "string", "nullable": True, "description": "The schedule (task) an execution belongs to."},
+    "status": {"type": "string", "nullable": True},
+    "statusReason": {"type": "string", "nullable": True},
+    "start": {**_TIME, "nullable": True},
+    "end": {**_TIME, "nullable": True},
+    "projectId": {"type": "string", "nullable": True},
+    "activationId": {"type": "string", "nullable": True},
+    "skillName": {"type": "string", "nullable": True},
+    "actionName": {"type": "string", "nullable": True},
+    "user": {"type": "string", "nullable": True},
+    "source": {"type": "string", "nullable": True},
+    "payload": {"nullable": True, "description": "Free JSON."},
+    "schedule": {"type": "string", "nullable": True, "description": "Cron string of a scheduled task."},
+    "taskPool": {"type": "string", "nullable": True},
+    "channelId": {"type": "string", "nullable": True},
+    "refId": {"type": "string", "nullable": True},
+    "spec": {"type": "object", "nullable": True, "description": "The original Task spec, enough to restart it (single-record answers only)."},
+    "sequence": {"type": "integer"},
+    "logSize": {"type": "integer"},
+    "logChecksum": {"type": "string", "nullable": True},
+    "logState": {"type": "string", "enum": list(LOG_STATES)},
+    "created": _TIME,
+    "updated": _TIME,
+    "expires": _TIME,
+}
+
+_UPSERT_PROPS = {
+    k: v
+    for k, v in _RECORD_PROPS.items()
+    if k not in ("name", "logSize", "logChecksum", "created", "updated", "expires")
+}
+_UPSERT_PROPS = {**_UPSERT_PROPS, "logState": {"type": "string", "enum": ["lost"]}, "ttlSeconds": {"type": "integer", "minimum": 60}}
+
+_SECURED = [{"internalToken": []}]
+
+
+def spec() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Fabric task gateway",
+            "version": "1",
+            "description": "Task and execution history, execution logs as rows, retention. The /internal routes are for the operator.",
+        },
+        "paths": {
+            "/v1/tasks": {
+                "get": {
+                    "operationId": "listTasks",
+                    "summary": "List task and execution records",
+                    "parameters": _list_params(),
+                    "responses": {"200": _json(_ref("RecordPage"), "A page of records."), **_errors(400)},
+                }
+            },
+            "/v1/tasks/{name}": {
+                "get": {
+                    "operationId": "getTask",
+                    "summary": "One task or execution record, with its spec",
+                    "parameters": [_path_param("name", "Task or execution name.")],
+                    "responses": {"200": _json(_ref("Record"), "The record."), **_errors(400, 404)},
+                }
+            },
+            "/v1/tasks/{name}/executions": {
+                "get": {
+                    "operationId": "listExecutions",
+                    "summary": "Executions of a task",
+                    "parameters": [_path_param("name", "Task name."), *_list_params(fixed=("schedule", "kind"))],
+                    "responses": {"200": _json(_ref("RecordPage"), "A page of execution records."), **_errors(400, 404)},
+                }
+            },
+            "/v1/tasks/{execution}/logs": {
+                "get": {
+                    "operationId": "getLogRows",
+                    "summary": "An execution's log as rows {line, ts, text}",
+                    "parameters": [
+                        _path_param("execution", "Execution name."),
+                        *(_query(k, s, d) for k, (s, d) in _ROW_PARAM_DOCS.items()),
+                    ],
+                    "responses": {"200": _json(_ref("LogRows"), "A page of rows."), **_errors(400, 404)},
+                }
+            },
+            "/v1/tasks/{execution}/logs/raw": {
+                "get": {
+                    "operationId": "getLogRaw",
+                    "summary": "Download the stored log (supports one byte Range)",
+                    "parameters": [
+                        _path_param("execution", "Execution name."),
+                        {"name": "Range", "in": "header", "required": False, "schema": {"type": "string"}, "description": "bytes=a-b, bytes=a- or bytes=-n"},
+                    ],
+                    "responses": {
+                        "200": {"description": "The log.", "content": {"text/plain": {"schema": {"type": "string", "format": "binary"}}}},
+                        "206": {"description": "The requested range.", "content": {"text/plain": {"schema": {"type": "string", "format": "binary"}}}},
+                        **_errors(400, 404, 416),
+                    },
+                }
+            },
+            "/internal/tasks/{name}": {
+                "put": {
+                    "operationId": "upsertRecord",
+                    "summary": "Create or update a record (ignored unless sequence is newer)",
+                    "security": _SECURED,
+                    "parameters": [_path_param("name", "Task or execution name.")],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("RecordUpsert")}}},
+                    "responses": {"200": _json(_ref("UpsertResult"), "Applied or ignored."), **_errors(400, 401, 409, 413)},
+                }
+            },
+            "/internal/tasks/{execution}/logs": {
+                "put": {
+                    "operationId": "uploadLog",
+                    "summary": "Append the body to the execution's log at offset (resumable)",
+                    "security": _SECURED,
+                    "parameters": [
+                        _path_param("execution", "Execution name."),
+                        {"name": "offset", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 0}, "description": "Must equal the stored size."},
+                        {"name": "X-Log-Timestamp", "in": "header", "required": False, "schema": _TIME, "description": "Timestamp for every line starting in this body (default: receive time)."},
+                        {"name": "X-Log-Cursor", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 256}, "description": "Opaque resume cursor, stored once the whole body is durable; returned by /state."},
+                    ],
+                    "requestBody": {"required": False, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                    "responses": {"200": _json(_ref("LogSize"), "Stored size after the append."), **_errors(400, 401, 409, 413, 503)},
+                },
+            },
+            "/internal/tasks/{execution}/logs/state": {
+                "get": {
+                    "operationId": "getLogState",
+                    "summary": "Stored size, cursor and seal of the execution's log (where to resume)",
+                    "security": _SECURED,
+                    "parameters": [_path_param("execution", "Execution name.")],
+                    "responses": {"200": _json(_ref("LogState"), "What the gateway holds."), **_errors(400, 401)},
+                },
+            },
+            "/internal/tasks/{execution}/logs/finalize": {
+                "post": {
+                    "operationId": "finalizeLog",
+                    "summary": "Verify total size and sha256 of the stored log and seal it",
+                    "security": _SECURED,
+                    "parameters": [_path_param("execution", "Execution name.")],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Finalize")}}},
+                    "responses": {"200": _json(_ref("FinalizeResult"), "Sealed."), **_errors(400, 401, 409, 413)},
+                }
+            },
+            "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "responses": {"200": _json(_ref("Status"), "Alive.")}}},
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Readiness: the database answers and the gateway is not shutting down",
+                    "responses": {"200": _json(_ref("Status"), "Ready."), **_errors(503)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document.")},
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {"internalToken": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        },
+                        "size": {"type": "integer", "description": "Stored log size (upload and finalize conflicts)."},
+                    },
+                },
+                "Record": {"type": "object", "properties": _RECORD_PROPS},
+                "RecordPage": {
+                    "type": "object",
+                    "required": ["items", "nextCursor"],
+                    "properties": {
+                        "items": {"type": "array", "items": _ref("Record")},
+                        "nextCursor": {"type": "string", "nullable": True},
+                    },
+                },
+                "RecordUpsert": {
+                    "type": "object",
+                    "required": ["namespace", "kind", "sequence"],
+                    "additionalProperties": False,
+                    "properties": _UPSERT_PROPS,
+                },
+                "UpsertResult": {
+                    "type": "object",
+                    "properties": {"applied": {"type": "boolean"}, "sequence": {"type": "integer"}},
+                },
+                "LogRows": {
+                    "type": "object",
+                    "properties": {
+                        "execution": {"type": "string"},
+                        "logState": {"type": "string", "enum": list(LOG_STATES)},
+                        "totalLines": {"type": "integer"},
+                        "hasMore": {"type": "boolean"},
+                        "rows": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["line", "ts", "text"],
+                                "properties": {
+                                    "line": {"type": "integer", "minimum": 1},
+                                    "ts": _TIME,
+                                    "text": {"type": "string"},
+                                    "truncated": {"type": "boolean"},
+                                },
+                            },
+                        },
+                    },
+                },
+                "LogSize": {"type": "object", "properties": {"size": {"type": "integer"}}},
+                "LogState": {
+                    "type": "object",
+                    "properties": {
+                        "size": {"type": "integer"},
+                        "cursor": {"type": "string", "nullable": True},
+                        "complete": {"type": "boolean", "description": "Finalized (sealed)."},
+                        "sha256": {"type": "string", "nullable": True},
+                    },
+                },
+                "Finalize": {
+                    "type": "object",
+                    "required": ["size", "sha256"],
+                    "properties": {
+                        "size": {"type": "integer", "minimum": 0},
+                        "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "nullable": True, "description": "null: seal with the stored bytes' digest (the uploader did not see every byte)."},
+                    },
+                },
+                "FinalizeResult": {
+                    "type": "object",
+                    "properties": {"size": {"type": "integer"}, "sha256": {"type": "string"}, "logState": {"type": "string"}},
+                },
+                "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+            },
+        },
+    }

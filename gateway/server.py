@@ -1,0 +1,263 @@
+"""Wires the gateway together and owns its lifecycle.
+
+``build_app`` makes the aiohttp application: routes of ``ops``, ``api_public`` and
+``api_internal``; three middlewares (outermost first): ``observe`` (metrics and the access log),
+``translate_errors`` (the one place errors become JSON answers), ``guard_internal`` (internal routes
+only on the internal listener, bearer token checked in constant time). Stores open, migrations run
+and the retention sweeper starts in the app's cleanup context; they stop in reverse order.
+
+``start`` binds the listeners and returns a ``RunningGateway``; ``serve`` runs one until SIGTERM
+or SIGINT and then shuts down gracefully: readiness goes to 503, listeners stop accepting,
+in-flight requests get ``shutdown_timeout`` to finish, the sweeper is cancelled and awaited, the
+stores close. Tests use ``start`` too, on port 0: the real app on a real port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from gateway import api_internal, api_public, ops
+from gateway.blobs import BlobStore
+from gateway.blobs_local import LocalBlobStore
+from gateway.clock import Clock
+from gateway.errors import GatewayError, NotFound, Unauthorized
+from gateway.metrics import Metrics
+from gateway.model import redact_url
+from gateway.records import RecordStore
+from gateway.retention import Sweeper
+from gateway.settings import Settings
+from gateway.state import STATE, AppState, json_response
+
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 414: "uri_too_long"}
+
+
+def make_stores(settings: Settings) -> tuple[RecordStore, BlobStore]:
+    storage = settings.storage
+    url = storage.database_url
+    records: RecordStore
+    if url.startswith("sqlite:"):
+        from gateway.records_sqlite import SqliteRecordStore, sqlite_path
+
+        records = SqliteRecordStore(sqlite_path(url), readers=storage.sqlite_readers)
+    elif url.startswith(("postgresql://", "postgres://")):
+        from gateway.records_postgres import PostgresRecordStore
+
+        records = PostgresRecordStore(url, pool_size=storage.postgres_pool_size)
+    else:
+        raise ValueError(f"unsupported database URL {redact_url(url)!r}: use sqlite:///path or postgresql://...")
+    blobs = LocalBlobStore(
+        storage.blob_dir,
+        fsync=storage.fsync,
+        max_log_bytes=settings.logs.max_log_bytes,
+        lock_timeout=settings.logs.upload_lock_timeout,
+    )
+    return records, blobs
+
+
+def build_app(settings: Settings, *, clock: Clock, registry: CollectorRegistry, logger: Any) -> web.Application:
+    records, blobs = make_stores(settings)
+    state = AppState(
+        settings=settings,
+        records=records,
+        blobs=blobs,
+        clock=clock,
+        metrics=Metrics(registry),
+        logger=logger,
+    )
+    app = web.Application(middlewares=[observe, translate_errors, guard_internal])
+    app[STATE] = state
+    app.add_routes(ops.routes() + api_public.routes() + api_internal.routes())
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    st = app[STATE]
+    await st.blobs.open()
+    try:
+        await st.records.open()
+    except BaseException:
+        await st.blobs.close()
+        raise
+    sweeper = Sweeper(st.records, st.blobs, st.clock, st.settings.retention, st.metrics, st.logger)
+    task = asyncio.create_task(sweeper.run(), name="gateway-retention-sweeper")
+    st.logger.info(
+        "gateway storage open",
+        database=redact_url(st.settings.storage.database_url),
+        blob_dir=st.settings.storage.blob_dir,
+        schema_version=await st.records.schema_version(),
+    )
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        try:
+            await st.records.close()
+        finally:
+            await st.blobs.close()
+        st.logger.info("gateway storage closed")
+
+
+# --- middleware ----------------------------------------------------------------------------------
+
+
+def _route_label(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
+    st = request.app[STATE]
+    started = st.clock.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        elapsed = st.clock.monotonic() - started
+        route = _route_label(request)
+        st.metrics.http_requests.labels(method=request.method, route=route, code=str(status)).inc()
+        st.metrics.http_duration.labels(method=request.method, route=route).observe(elapsed)
+        # Method, route, path and status only: never headers (the bearer token) or bodies.
+        # Probes and scrapes are frequent and dull: debug.
+        log = st.logger.debug if route in _QUIET_ROUTES and status < 400 else st.logger.info
+        log(
+            "http request",
+            method=request.method,
+            route=route,
+            path=request.path,
+            status=status,
+            duration_ms=round(elapsed * 1000, 2),
+        )
+
+
+@web.middleware
+async def translate_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        return json_response(exc.body(), exc.status, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return json_response({"error": {"code": code, "message": exc.reason}}, exc.status, headers)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the boundary: anything unexpected is a logged 500
+        request.app[STATE].logger.error(
+            "unhandled error", route=_route_label(request), error=str(exc), error_type=type(exc).__name__, exc_info=True
+        )
+        return json_response({"error": {"code": "internal", "message": "internal error"}}, 500)
+
+
+@web.middleware
+async def guard_internal(request: web.Request, handler: Any) -> web.StreamResponse:
+    st = request.app[STATE]
+    internal = request.path == "/internal" or request.path.startswith("/internal/")
+    if st.internal_ports:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        on_internal = bool(sockname) and sockname[1] in st.internal_ports
+        if internal != on_internal:
+            raise NotFound(f"no route {request.path!r} on this port")
+    if internal:
+        check_token(request.headers.get("Authorization", ""), st.settings.auth.internal_token)
+    return await handler(request)
+
+
+def check_token(header: str, token: str) -> None:
+    scheme, _, given = header.partition(" ")
+    ok = bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    if not ok:
+        raise Unauthorized(
+            "missing or wrong bearer token", headers={"WWW-Authenticate": 'Bearer realm="fabric-task-gateway"'}
+        )
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningGateway:
+    app: web.Application
+    runner: web.AppRunner
+    public_url: str
+    internal_url: str
+
+    @property
+    def state(self) -> AppState:
+        return self.app[STATE]
+
+    async def stop(self) -> None:
+        self.state.draining = True
+        await self.runner.cleanup()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=512)
+    sock.setblocking(False)
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def start(settings: Settings, *, clock: Clock, registry: CollectorRegistry, logger: Any) -> RunningGateway:
+    app = build_app(settings, clock=clock, registry=registry, logger=logger)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.http.shutdown_timeout)
+    await runner.setup()
+    try:
+        public = _bind(settings.http.host, settings.http.port)
+        sockets = [public]
+        internal_url = _url(public)
+        if settings.http.internal_port is not None:
+            internal = _bind(settings.http.host, settings.http.internal_port)
+            sockets.append(internal)
+            app[STATE].internal_ports = {internal.getsockname()[1]}
+            internal_url = _url(internal)
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    running = RunningGateway(app, runner, _url(public), internal_url)
+    logger.info("gateway listening", public=running.public_url, internal=running.internal_url)
+    return running
+
+
+async def serve(settings: Settings, *, clock: Clock, registry: CollectorRegistry, logger: Any) -> None:
+    running = await start(settings, clock=clock, registry=registry, logger=logger)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        logger.info("gateway shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await running.stop()
+        logger.info("gateway stopped")

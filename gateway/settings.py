@@ -1,0 +1,103 @@
+"""The gateway's settings: one frozen tree, built only by ``__main__`` (flags + ``FABRIC_GATEWAY_*``)
+or by a test, and passed explicitly. No module reads the environment; no field uses ``None`` to
+mean "test".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str = "127.0.0.1"
+    """Address the public listener binds (``0.0.0.0`` in a pod)."""
+
+    port: int = 8090
+    """Port of the public API (``/v1``, ``/openapi.json``, ``/healthz``, ``/readyz``, ``/metrics``).
+    0 picks a free port (tests)."""
+
+    internal_port: int | None = None
+    """When set, the internal API (``/internal``) is served only on this port and answers 404 on
+    the public one, so a NetworkPolicy can restrict the port to the operator's pods. When unset,
+    every route is served on ``port`` (local development)."""
+
+    max_json_bytes: int = 1 << 20
+    """Largest JSON request body accepted; larger ones get 413."""
+
+    shutdown_timeout: float = 30.0
+    """Seconds in-flight requests get to finish on shutdown before they are cancelled."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    database_url: str = "sqlite:///./.gateway/tasks.db"
+    """``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+    ``postgresql://user:password@host:port/db``. May hold a password: never log it unredacted."""
+
+    blob_dir: str = "./.gateway/blobs"
+    """Directory of the local blob store; logs live at ``tasks/<execution>/log.txt`` below it."""
+
+    sqlite_readers: int = 4
+    """Reader threads (one connection each) of the SQLite store; writes use one more thread."""
+
+    postgres_pool_size: int = 10
+    """Largest number of PostgreSQL connections held by the pool."""
+
+    fsync: bool = True
+    """fsync the log (and its index) before answering an upload with the stored size, so a size
+    the operator was told is never lost by a crash of the gateway's machine."""
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    internal_token: str = field(default="", repr=False)
+    """Bearer token the operator presents on ``/internal``. Compared in constant time; never
+    logged or shown in a repr. Empty refuses every internal request."""
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    ttl_seconds: int = 30 * 24 * 3600
+    """A record and its log blob expire this long after the record was last written (upsert or
+    log upload). Each write pushes the expiry forward."""
+
+    sweep_interval_seconds: float = 3600.0
+    """Seconds between two sweeps."""
+
+    batch_size: int = 500
+    """Records removed per database round trip during a sweep."""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    max_log_bytes: int = 16 << 30
+    """Largest log accepted for one execution; an upload past it gets 413."""
+
+    max_row_bytes: int = 64 << 10
+    """A row's ``text`` is cut to this many bytes (``truncated: true``); grep looks at the same
+    prefix. The raw download always has the whole line."""
+
+    max_rows: int = 10_000
+    """Largest ``limit``/``tail`` of one logs-as-rows request."""
+
+    max_response_bytes: int = 8 << 20
+    """A logs-as-rows page stops adding rows past this many bytes of text (``hasMore: true``)."""
+
+    max_grep_bytes: int = 256
+    """Longest ``grep`` pattern, substring or regex."""
+
+    upload_lock_timeout: float = 5.0
+    """Seconds an upload waits for another upload of the same execution to end (a retry racing
+    the server's notice of the dropped first try) before answering 409 ``upload_in_progress``."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    http: HttpSettings = field(default_factory=HttpSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    logs: LogSettings = field(default_factory=LogSettings)
+    log_level: str = "info"
+    """Level of the gateway's own structured log: debug, info, warning, error."""

@@ -1,0 +1,76 @@
+"""What the HTTP handlers share: the stores, settings, clock, metrics and logger of one running
+gateway, plus small request helpers (bounded JSON bodies, JSON answers). Built by ``server`` and
+reached by handlers through ``request.app[STATE]``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gateway.blobs import BlobStore
+from gateway.clock import Clock
+from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.metrics import Metrics
+from gateway.records import RecordStore
+from gateway.settings import Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    records: RecordStore
+    blobs: BlobStore
+    clock: Clock
+    metrics: Metrics
+    logger: Any
+    #: Local ports of the internal listener once bound (empty: internal routes on every port).
+    #: Written by ``server`` before the first request, read by the routing middleware.
+    internal_ports: set[int] = field(default_factory=set)
+    #: Set by ``server`` when shutdown begins; ``/readyz`` then answers 503 so load balancers
+    #: stop sending new requests while in-flight ones finish.
+    draining: bool = False
+
+
+STATE: web.AppKey[AppState] = web.AppKey("gateway_state", AppState)
+
+
+def state_of(request: web.Request) -> AppState:
+    return request.app[STATE]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def read_json(request: web.Request, max_bytes: int) -> Any:
+    """The request's JSON body, read in chunks and refused (413) as soon as it passes
+    ``max_bytes`` -- never read whole before the size is known to be acceptable."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(f"JSON body of {request.content_length} bytes exceeds the limit of {max_bytes}")
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(64 << 10):
+        buf += chunk
+        if len(buf) > max_bytes:
+            raise PayloadTooLarge(f"JSON body exceeds the limit of {max_bytes} bytes")
+    if not buf:
+        raise BadRequest("a JSON body is required", code="bad_body")
+    try:
+        return json.loads(buf)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}", code="bad_body") from None
+
+
+def query_params(request: web.Request) -> dict[str, list[str]]:
+    """Every query parameter name -> all its values, in order."""
+    out: dict[str, list[str]] = {}
+    for key, value in request.query.items():
+        out.setdefault(key, []).append(value)
+    return out
