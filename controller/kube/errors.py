@@ -15,8 +15,10 @@ translated once, in ``client.py``, with ``raise ... from exc`` so the cause stay
     │   ├── Invalid                 422  the object fails validation; .message lists the causes
     │   ├── TooManyRequests         429  API priority and fairness / max-inflight throttling
     │   └── ServerError             5xx  the server or etcd failed; the request may not have applied
-    └── TransportError              no usable HTTP answer: connection refused/reset, TLS failure,
-                                    timeout, truncated or undecodable body
+    ├── TransportError              no usable HTTP answer: connection refused/reset, TLS failure,
+    │                               timeout, truncated or undecodable body
+    └── KubeConfigError             no usable kubeconfig / in-cluster configuration, or an exec
+                                    credential plugin failed (raised by ``config.py``)
 
 ``ApiError`` itself is raised for the statuses without a class of their own (400, 405, 415, ...).
 
@@ -36,6 +38,16 @@ class KubeError(Exception):
 
 class TransportError(KubeError):
     """No usable HTTP response: the request may or may not have reached the server."""
+
+
+class KubeConfigError(KubeError):
+    """Where the API server is or how to authenticate to it cannot be worked out.
+
+    A kubeconfig or service-account file is missing, unreadable or malformed, names an unknown
+    context, or asks for something unsupported (an ``auth-provider``); or an exec credential plugin
+    failed. The message names the file and the field. Raised when the configuration is loaded and,
+    for token files and exec plugins, when credentials are renewed before or after a request.
+    """
 
 
 class ApiError(KubeError):
