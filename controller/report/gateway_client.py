@@ -1,0 +1,185 @@
+"""The operator's client for the gateway's record API: ``PUT /internal/tasks/{name}``.
+
+One request: the record (a full snapshot from ``controller.model.records``) plus its ``sequence``
+as a JSON body, the bearer token in ``Authorization``. The gateway applies it only if the sequence
+is greater than the one it holds and answers ``{"applied": bool, "sequence": <stored>}``.
+
+Errors are translated here, once, with ``raise ... from exc`` (aiohttp and HTTP statuses never
+leave this module)::
+
+    GatewayError
+    ├── GatewayUnavailable      transient: retry later (after .retry_after seconds if given)
+    │   │                       connection refused/reset, timeout, DNS, TLS; 429; 5xx
+    │   └── GatewayUnauthorized 401/403: the token is missing, wrong or not yet rotated in. Not
+    │                           the record's fault, so it is retried like an outage instead of
+    │                           dropping every record until the operator is fixed
+    ├── GatewayRejected         permanent for this record: 400 (unknown field, bad value), 404,
+    │                           413, ...; .status .code .message. Retrying it unchanged cannot succeed
+    └── GatewayConflict         409 name_conflict: the name belongs to another namespace or kind
+                                in the gateway. Permanent until that record expires
+
+A 2xx without the expected body is ``GatewayRejected`` (something that is not the gateway answers
+on its address; retrying would not change that).
+
+Why 429 and 5xx are retried: the gateway sends 503 while its database is unavailable or it is
+shutting down, and a proxy or Service in front of it answers 502/503/504 while no replica is
+ready; all of these pass. ``Retry-After`` (delta-seconds) is passed on for the caller to honour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+
+from controller.kube.errors import parse_retry_after
+
+_MAX_MESSAGE = 512
+
+
+class GatewayError(Exception):
+    """Base of the errors ``GatewayClient`` raises."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: The HTTP status, when the gateway (or something in front of it) answered.
+        self.status = status
+        #: The gateway's error code (``{"error": {"code": ...}}``), when it gave one.
+        self.code = code
+
+
+class GatewayUnavailable(GatewayError):
+    """The gateway could not take the request now; ``retry_after`` seconds if it said."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class GatewayUnauthorized(GatewayUnavailable):
+    """401/403: the bearer token was refused. Retried (see the module docstring), logged loudly."""
+
+
+class GatewayRejected(GatewayError):
+    """The gateway refused this record for good (a 4xx other than 401/403/409/429)."""
+
+
+class GatewayConflict(GatewayError):
+    """409: the name is taken by a record of another namespace or kind."""
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    applied: bool
+    """Whether the gateway stored this record (False: it holds an equal or newer sequence)."""
+    sequence: int
+    """The sequence the gateway holds for the name after the call."""
+
+
+class RecordClient(Protocol):
+    """All the reporter needs of the gateway."""
+
+    async def put_record(self, name: str, record: Mapping[str, Any], sequence: int) -> UpsertResult:
+        """Upsert ``record`` under ``name`` with ``sequence``; raise a ``GatewayError`` on failure."""
+
+
+class GatewayClient:
+    """``RecordClient`` over aiohttp.
+
+    ``base_url`` is the gateway's internal listener (``http://fabric-task-gateway:8091``), ``token``
+    its internal bearer token. ``session``: a shared aiohttp session the caller owns and closes;
+    without one the client opens its own on first use and ``close()`` closes it.
+    ``request_timeout`` bounds one request, connect to last byte.
+    """
+
+    def __init__(self, base_url: str, token: str, *, session: aiohttp.ClientSession | None = None,
+                 request_timeout: float = 10.0) -> None:
+        if not token:
+            raise ValueError("the gateway's internal API needs a bearer token")
+        self._base = base_url.rstrip("/")
+        self._token = token
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        # The session in use; created on first use when the caller gave none (only then do we
+        # close it). Touched only by put_record and close, on the event loop.
+        self._session = session
+        self._owns_session = session is None
+
+    def __repr__(self) -> str:  # never show the token
+        return f"GatewayClient({self._base!r})"
+
+    def _url(self, name: str) -> str:
+        return f"{self._base}/internal/tasks/{quote(name, safe='')}"
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or (self._owns_session and self._session.closed):
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def put_record(self, name: str, record: Mapping[str, Any], sequence: int) -> UpsertResult:
+        try:
+            body = json.dumps({**record, "sequence": sequence}, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise GatewayRejected(f"record {name!r} is not JSON: {exc}") from exc
+        url = self._url(name)
+        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+        try:
+            async with self._get_session().put(url, data=body.encode(), headers=headers,
+                                               timeout=self._timeout) as response:
+                status = response.status
+                raw = await response.read()
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise GatewayUnavailable(f"PUT {url}: {type(exc).__name__}: {exc}") from exc
+        answer = _decode(raw)
+        if 200 <= status < 300:
+            applied = answer.get("applied")
+            stored = answer.get("sequence")
+            if not isinstance(applied, bool) or not isinstance(stored, int) or isinstance(stored, bool):
+                raise GatewayRejected(f"PUT {url}: {status} without {{applied, sequence}}: {raw[:200]!r}",
+                                      status=status)
+            return UpsertResult(applied, stored)
+        code, message = _error_of(answer, raw)
+        text = f"PUT {url}: {status} {code or ''} {message}".rstrip()
+        if status == 429 or status >= 500:
+            raise GatewayUnavailable(text, status=status, code=code, retry_after=retry_after)
+        if status in (401, 403):
+            raise GatewayUnauthorized(text, status=status, code=code, retry_after=retry_after)
+        if status == 409:
+            raise GatewayConflict(text, status=status, code=code)
+        raise GatewayRejected(text, status=status, code=code)
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> GatewayClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _error_of(answer: dict[str, Any], raw: bytes) -> tuple[str | None, str]:
+    """The gateway's ``{"error": {"code", "message"}}``, or the start of whatever else came."""
+    error = answer.get("error")
+    if isinstance(error, dict):
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        return code, str(error.get("message") or "")[:_MAX_MESSAGE]
+    return None, raw[:_MAX_MESSAGE].decode("utf-8", "replace").strip()
