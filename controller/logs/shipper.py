@@ -1,0 +1,477 @@
+"""One log stream: follow a pod's log while it runs, store every byte once, seal it.
+
+``Shipper.ship(execution, namespace, pod, container, sink, terminal)`` runs until the log is
+stored (or found lost, or failed for good) and returns the ``Outcome``:
+
+1. Ask the sink what it holds (``size``, ``cursor``); ``retained`` (``NullSink``): done; already
+   ``complete``: done.
+2. Until ``terminal`` is set, follow ``GET .../pods/{pod}/log?follow=true&timestamps=true``
+   (``sinceTime`` from the cursor) through ``KubeClient.stream``, decode with
+   ``controller.logs.cursor.LogDecoder`` and append to the sink in batches of ``chunk_bytes`` (or
+   whatever arrived within ``flush_seconds``), each with the cursor describing it. A follow that
+   ends cleanly (a real kubelet ends it when the container exits) or stays silent for
+   ``idle_reconnect_seconds`` is reopened from the sink's state. kwok's follow never ends:
+   ``terminal`` (set by the caller when the pod reached Succeeded/Failed) stops it.
+3. Then one non-follow read from the cursor delivers the remainder, including an unterminated
+   last line, and ``finalize`` seals the log with its size and sha256.
+
+Failures: each attempt starts again at 1 from what the sink holds. Retried (tenacity; full-jitter
+exponential backoff from ``backoff_base`` to ``backoff_max``, never shorter than a Retry-After the
+API server or the sink gave, reset whenever bytes were stored): network errors, 429, 5xx, 408, a
+container not yet started, sink offset mismatches and sink outages. Not retried: 404 (the pod and
+its log are gone: ``Lost``) and every other permanent error (``Failed``): RBAC, a malformed log,
+a sink that refuses, a checksum mismatch. Cancelling ``ship`` is always safe: the next ship of
+the same execution, in this process or another, resumes from the sink.
+
+Memory per stream: one read chunk, one batch (``chunk_bytes``), and the decoder's ~48 bytes;
+never a line, never the log.
+
+The checksum: the shipper hashes every byte it hands to the sink, in order. Within one ``ship``
+the hash survives retries: bytes the sink took from a failed append are re-read from the API and
+hashed, not stored again. When a ship starts on a log an earlier process began (the sink already
+holds bytes past a cursor), the shipper has not seen those bytes; it then passes no digest and the
+sink's own (``DirectorySink`` reads the file back; the gateway hashes what it received) is the
+record. ``Stored.verified`` says which it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from controller.clock import Clock
+from controller.kube import KubeClient, KubeStream
+from controller.kube.errors import ApiError, Forbidden, NotFound, Unauthorized
+from controller.kube.resources import PODS
+from controller.logs.cursor import Cursor, LogDecoder, LogFormatError
+from controller.logs.errors import (
+    ChecksumMismatch,
+    LogLost,
+    OffsetMismatch,
+    SinkRejected,
+    is_retryable,
+    retry_after,
+)
+from controller.logs.sinks import LogSink, SinkState
+from controller.logs.throttle import Throttle
+
+log = structlog.get_logger(__name__)
+
+
+# -- outcomes --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The whole log is in the sink and sealed: the Job may go."""
+
+    size: int
+    sha256: str
+    verified: bool
+    """The shipper's own digest of every byte matched the sink's (False: the sink's alone)."""
+
+
+@dataclass(frozen=True)
+class Lost:
+    """The log is gone from the cluster before it was all stored (the pod was deleted)."""
+
+    reason: str
+    size: int
+    """Bytes stored before the loss (kept, not sealed)."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A permanent error; retrying cannot help. ``reason`` is short and stable (a metric label)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Retained:
+    """The sink takes no logs (taskpool-history mode): they stay in the cluster with the Job."""
+
+
+Outcome = Stored | Lost | Failed | Retained
+
+
+def outcome_kind(outcome: Outcome) -> str:
+    return {Stored: "stored", Lost: "lost", Failed: "failed", Retained: "retained"}[type(outcome)]
+
+
+# -- settings and observation ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShipOptions:
+    chunk_bytes: int = 1 << 20
+    """Largest append to the sink; also the most a stream holds in memory besides one read."""
+    flush_seconds: float = 1.0
+    """A partial batch is appended at most this long after its first byte arrived."""
+    idle_reconnect_seconds: float = 300.0
+    """A followed log silent this long is reopened (a wedged connection sends nothing either)."""
+    final_read_timeout: float = 60.0
+    """Longest silence tolerated while reading the remainder after the pod ended."""
+    follow_end_pause: float = 1.0
+    """After a follow ended cleanly but the pod is not known to be terminal, wait this long."""
+    catch_up_bytes: int = 4 << 20
+    """A backlog is read without ``follow`` until one such read brings less than this; then the
+    log is followed. A followed log arrives a line per HTTP chunk (kubelets flush every line),
+    which costs a Python client ~30 us a line; a plain read arrives in large chunks. 0: always
+    follow at once."""
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    split_size: int | None = 16384
+    """Where the runtime splits long lines, for kubelets that stamp every piece (``cursor``)."""
+
+
+class ShipObserver(Protocol):
+    """What a stream reports as it goes (the pool turns it into metrics)."""
+
+    def appended(self, execution: str, size: int, lines: int, cursor: Cursor | None) -> None: ...
+
+    def resumed(self, execution: str, error: BaseException) -> None: ...
+
+
+class _NoObserver:
+    def appended(self, execution: str, size: int, lines: int, cursor: Cursor | None) -> None:
+        pass
+
+    def resumed(self, execution: str, error: BaseException) -> None:
+        pass
+
+
+NO_OBSERVER: ShipObserver = _NoObserver()
+
+
+# -- the shipper -----------------------------------------------------------------------------
+
+_CATCH_UP, _FOLLOW, _FINAL = 0, 1, 2  # the kinds of log request a stream makes
+
+
+class Shipper:
+    """Ships logs through ``client``; shares ``throttle`` with every other stream of a pool."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        clock: Clock,
+        throttle: Throttle | None = None,
+        options: ShipOptions = ShipOptions(),
+        observer: ShipObserver = NO_OBSERVER,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._client = client
+        self._clock = clock
+        self._throttle = throttle or Throttle(clock)
+        self.options = options
+        self._observer = observer
+        self._rng = rng
+
+    async def ship(
+        self,
+        execution: str,
+        namespace: str,
+        pod: str,
+        container: str | None,
+        sink: LogSink,
+        terminal: asyncio.Event,
+    ) -> Outcome:
+        stream = _Stream(self, execution, namespace, pod, container, sink, terminal)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_retryable),
+            wait=stream.backoff,
+            sleep=self._clock.sleep,
+            before_sleep=stream.before_sleep,
+            reraise=True,
+        )
+        bound = log.bind(execution=execution, namespace=namespace, pod=pod)
+        try:
+            return await retrying(stream.run)
+        except NotFound as exc:
+            bound.warning("log lost: pod gone", error=str(exc), stored=stream.stored)
+            return Lost("pod-gone", stream.stored)
+        except LogLost as exc:
+            return Lost(str(exc) or "gone", stream.stored)
+        except (Unauthorized, Forbidden) as exc:
+            return _failed("forbidden", exc)
+        except ApiError as exc:
+            return _failed(f"api-{exc.status}", exc)
+        except LogFormatError as exc:
+            return _failed("log-format", exc)
+        except ChecksumMismatch as exc:
+            return _failed("checksum-mismatch", exc)
+        except SinkRejected as exc:
+            return _failed("sink-rejected", exc)
+
+
+def _failed(reason: str, exc: BaseException) -> Failed:
+    log.error("log shipping failed", reason=reason, error=str(exc))
+    return Failed(reason, str(exc))
+
+
+class _Stream:
+    """One ``ship`` call: its hash, its retry state, and one attempt at a time (``run``).
+
+    Owned by the task running ``ship``; nothing else touches it.
+    """
+
+    def __init__(self, shipper: Shipper, execution: str, namespace: str, pod: str,
+                 container: str | None, sink: LogSink, terminal: asyncio.Event) -> None:
+        self.s = shipper
+        self.o = shipper.options
+        self.execution = execution
+        self.path = PODS.path(namespace, pod, "log")
+        self.container = container
+        self.sink = sink
+        self.terminal = terminal
+        # Digest of content bytes [0, hashed) in order; None once a byte was missed (see module).
+        self.hasher: hashlib._Hash | None = hashlib.sha256()
+        self.hashed = 0
+        self.stored = 0  # the sink's size as last seen
+        self.failures = 0  # consecutive failed attempts without a stored byte
+        self.attempts = 0
+        self._ended_by_terminal = False  # the last follow stopped because terminal was set
+
+    # -- retry policy --------------------------------------------------------------------------
+
+    def backoff(self, state: RetryCallState) -> float:
+        self.failures += 1
+        ceiling = min(self.o.backoff_max, self.o.backoff_base * 2.0 ** (self.failures - 1))
+        wait = ceiling * self.s._rng()
+        exc = state.outcome.exception() if state.outcome is not None else None
+        asked = retry_after(exc) if exc is not None else None
+        return max(wait, asked or 0.0)
+
+    def before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        log.info("log stream interrupted; resuming", execution=self.execution, error=repr(exc),
+                 wait=round(state.upcoming_sleep, 3), stored=self.stored)
+        if exc is not None:
+            self.s._observer.resumed(self.execution, exc)
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        self.attempts += 1
+        state = await self._state()
+        if state.retained:
+            return Retained()
+        if state.complete:
+            return Stored(state.size, state.sha256 or await self.sink.finalize(self.execution, state.size, None),
+                          verified=False)
+        catching_up = self.o.catch_up_bytes > 0
+        while not self.terminal.is_set():
+            if catching_up:
+                before = state.size
+                await self._read(state, mode=_CATCH_UP)
+                state = await self._state()
+                catching_up = state.size - before >= self.o.catch_up_bytes
+                continue
+            await self._read(state, mode=_FOLLOW)
+            if not self.terminal.is_set() and not self._ended_by_terminal:
+                await self._wait_terminal(self.o.follow_end_pause)
+            state = await self._state()
+        await self._read(state, mode=_FINAL)
+        digest = self.hasher.hexdigest() if self.hasher is not None else None
+        sealed = await self.sink.finalize(self.execution, self.stored, digest)
+        log.info("log stored", execution=self.execution, size=self.stored, sha256=sealed,
+                 verified=digest is not None, attempts=self.attempts)
+        return Stored(self.stored, sealed, verified=digest is not None)
+
+    async def _state(self) -> SinkState:
+        state = await self.sink.state(self.execution)
+        self.stored = state.size
+        if self.hasher is not None:
+            base = state.cursor.size if state.cursor is not None else 0
+            if not base <= self.hashed <= state.size:
+                # Bytes before the resume point were stored by someone else (an earlier process)
+                # or the sink holds fewer bytes than it confirmed: the digest cannot be completed.
+                log.info("log resumed past bytes this process did not see; the sink's digest will "
+                         "be the record", execution=self.execution, hashed=self.hashed,
+                         size=state.size, cursor=str(state.cursor))
+                self.hasher = None
+        return state
+
+    async def _wait_terminal(self, seconds: float) -> None:
+        waiter = asyncio.ensure_future(self.terminal.wait())
+        sleeper = asyncio.ensure_future(self.s._clock.sleep(seconds))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
+
+    async def _read(self, state: SinkState, *, mode: int) -> None:
+        """One request from the sink's state: follow it until terminal/idle/end (``_FOLLOW``),
+        read what there is (``_CATCH_UP``), or read the rest and close the log (``_FINAL``)."""
+        self._ended_by_terminal = False
+        start = self.hashed if self.hasher is not None else state.size
+        decoder = LogDecoder(state.cursor, start, split_size=self.o.split_size)
+        batch = _Batch(self, decoder, offset=state.size, rehash=state.size - start)
+        follow = mode == _FOLLOW
+        params = {
+            "follow": follow,
+            "timestamps": True,
+            "container": self.container,
+            "sinceTime": decoder.since_time,
+        }
+        await self.s._throttle.request()
+        read_timeout = None if follow else self.o.final_read_timeout
+        async with self.s._client.stream(self.path, params, read_timeout=read_timeout) as response:
+            if follow:
+                await self._follow(response, decoder, batch)
+            else:
+                while chunk := await response.read_chunk():
+                    await self.s._throttle.read(len(chunk))
+                    batch.add(decoder.feed(chunk))
+                    if batch.full:
+                        await batch.flush()
+        if mode == _FINAL:
+            batch.add(decoder.finish())
+            if decoder.pending_drop or decoder.pending_skip:
+                log.warning("the log served now is shorter than what was stored; sealing what is "
+                            "stored", execution=self.execution, records_missing=decoder.pending_drop,
+                            bytes_missing=decoder.pending_skip)
+                self.hasher = None
+        await batch.flush()
+
+    async def _follow(self, response: KubeStream, decoder: LogDecoder, batch: _Batch) -> None:
+        """Read a followed log until the pod is terminal, the server ends it, or it is silent.
+
+        A reader task reads, decodes and appends full batches; this task wakes every
+        ``flush_seconds`` (or on terminal, or when the reader ends) to append a partial batch
+        and to notice silence. The reader is only cancelled while it waits for bytes (nothing
+        read is lost that the next request will not re-read); during an append it is asked to
+        stop and finishes the append first.
+        """
+        clock = self.s._clock
+        throttle = self.s._throttle
+        last_data = clock.monotonic()
+        stop = False
+        interruptible = False
+
+        async def reader() -> None:
+            nonlocal last_data, interruptible
+            while not stop:
+                interruptible = True
+                chunk = await response.read_chunk()  # TransportError on a broken connection
+                if chunk:
+                    await throttle.read(len(chunk))
+                interruptible = False
+                if not chunk:
+                    return  # the server ended the follow (a real kubelet does when the container exits)
+                last_data = clock.monotonic()
+                batch.add(decoder.feed(chunk))
+                if batch.full:
+                    await batch.flush()
+
+        reading = asyncio.ensure_future(reader())
+        terminal = asyncio.ensure_future(self.terminal.wait())
+        try:
+            while True:
+                tick = asyncio.ensure_future(clock.sleep(self.o.flush_seconds))
+                try:
+                    await asyncio.wait({reading, terminal, tick}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    tick.cancel()
+                if reading.done():
+                    reading.result()
+                    return
+                if terminal.done():
+                    self._ended_by_terminal = True
+                    return
+                now = clock.monotonic()
+                if batch.pending and now - batch.since >= self.o.flush_seconds:
+                    await batch.flush()
+                if now - last_data >= self.o.idle_reconnect_seconds:
+                    log.info("followed log silent; reconnecting", execution=self.execution)
+                    return
+        finally:
+            stop = True
+            if interruptible:
+                reading.cancel()
+            terminal.cancel()
+            # Wait for the reader (an append in flight completes) before the response closes.
+            await asyncio.gather(reading, return_exceptions=True)
+
+
+class _Batch:
+    """Content waiting to be appended, at most ``chunk_bytes`` (plus one read's worth)."""
+
+    def __init__(self, stream: _Stream, decoder: LogDecoder, *, offset: int, rehash: int) -> None:
+        self.stream = stream
+        self.decoder = decoder
+        self.offset = offset  # the sink's size: where the next append goes
+        self.rehash = rehash  # emitted bytes the sink already holds: hash them, do not store them
+        self.pieces: list[bytes] = []
+        self.size = 0  # bytes in pieces
+        self.since = 0.0  # when the first byte in the batch arrived
+        self.lines_before = decoder.lines
+        self.limit = stream.o.chunk_bytes
+        # A follow's reader and its supervisor both flush; one append at a time, in order.
+        self.lock = asyncio.Lock()
+
+    @property
+    def pending(self) -> bool:
+        return self.size > 0
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.limit
+
+    def add(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self.size:
+            self.since = self.stream.s._clock.monotonic()
+        self.pieces.append(data)
+        self.size += len(data)
+
+    async def flush(self) -> None:
+        async with self.lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self.size:
+            if self.decoder.lines != self.lines_before:  # a last line whose bytes went out earlier
+                self._report(0, None)
+            return
+        # Take the bytes and the cursor that describes them together, before any await.
+        data = b"".join(self.pieces)
+        cursor = self.decoder.cursor
+        self.pieces.clear()
+        self.size = 0
+        stream = self.stream
+        if self.rehash:
+            head = data[:self.rehash]
+            self.rehash -= len(head)
+            data = data[len(head):]
+            if stream.hasher is not None:
+                stream.hasher.update(head)
+                stream.hashed += len(head)
+        if not data:
+            return
+        size = await stream.sink.append(stream.execution, self.offset, data, cursor)
+        if size != self.offset + len(data):
+            raise OffsetMismatch(size, f"appended {len(data)} bytes at {self.offset}, the sink holds {size}")
+        if stream.hasher is not None:
+            stream.hasher.update(data)
+            stream.hashed += len(data)
+        self.offset = stream.stored = size
+        stream.failures = 0
+        self._report(len(data), cursor)
+
+    def _report(self, size: int, cursor: Cursor | None) -> None:
+        lines = self.decoder.lines - self.lines_before
+        self.lines_before = self.decoder.lines
+        self.stream.s._observer.appended(self.stream.execution, size, lines, cursor)

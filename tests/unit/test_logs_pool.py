@@ -1,0 +1,215 @@
+"""The pool: never more than max_streams streams, a bounded queue that pushes back, dedupe by
+execution, outcomes and metrics, shutdown. Real shippers against a real loopback server speaking
+the pod log endpoint (``logs_fakes.FakeLogApi``), which counts the streams it has open."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from controller.clock import RealClock
+from controller.kube import KubeClient
+from controller.logs.metrics import LogMetrics
+from controller.logs.pool import LogShipperPool, PoolClosed
+from controller.logs.shipper import Lost, ShipOptions, Stored
+from controller.logs.sinks import DirectorySink
+from logs_fakes import FakeLogApi, FakePod, Rec, content_of, ts
+
+FAST = ShipOptions(chunk_bytes=4096, flush_seconds=0.05, backoff_base=0.01, backoff_max=0.05,
+                   follow_end_pause=0.05)
+
+
+def recs_for(i: int, n: int = 200) -> list[Rec]:
+    return [Rec(ts(k // 50, k), b"pod %d line %d" % (i, k)) for k in range(n)]
+
+
+@pytest.fixture
+async def api():
+    fake = FakeLogApi()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def client(api):
+    c = KubeClient(api.url)
+    yield c
+    await c.close()
+
+
+class Done:
+    def __init__(self) -> None:
+        self.outcomes: dict[str, object] = {}
+        self.changed = asyncio.Event()
+
+    async def __call__(self, execution, outcome) -> None:
+        self.outcomes[execution] = outcome
+        self.changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 20) -> None:
+        async def loop() -> None:
+            while len(self.outcomes) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        await asyncio.wait_for(loop(), timeout)
+
+
+def make_pool(client, tmp_path, done=None, registry=None, **kwargs) -> LogShipperPool:
+    options = dict(clock=RealClock(), max_streams=4, queue_size=100, options=FAST)
+    options.update(kwargs)
+    return LogShipperPool(client, DirectorySink(tmp_path, fsync=False), on_done=done,
+                          metrics=LogMetrics(registry) if registry is not None else None, **options)
+
+
+async def test_twenty_executions_never_run_more_than_four_streams(api, client, tmp_path):
+    registry = CollectorRegistry()
+    done = Done()
+    pool = make_pool(client, tmp_path, done, registry, max_streams=4, queue_size=5)
+    runner = asyncio.create_task(pool.run())
+    terminals = {}
+    peak_active = 0
+
+    async def watch() -> None:
+        nonlocal peak_active
+        while True:
+            peak_active = max(peak_active, len(pool.active),
+                              registry.get_sample_value("fabric_log_active_streams"))
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+
+    async def submit_all() -> None:
+        for i in range(20):
+            api.pods[("ns", f"pod-{i}")] = FakePod(recs_for(i))
+            terminals[i] = asyncio.Event()
+            assert await pool.submit(f"job-{i}", "ns", f"pod-{i}", "main", terminals[i])
+
+    submitter = asyncio.create_task(submit_all())
+    for i in range(20):  # the pods finish one after another
+        await asyncio.sleep(0.02)
+        while i not in terminals:
+            await asyncio.sleep(0.01)
+        terminals[i].set()
+    await submitter
+    await done.wait_for(20)
+    watcher.cancel()
+    await pool.close()
+    await runner
+    assert api.max_open_streams == 4
+    assert peak_active == 4
+    for i in range(20):
+        outcome = done.outcomes[f"job-{i}"]
+        assert isinstance(outcome, Stored) and outcome.size == len(content_of(recs_for(i)))
+    total = sum(len(content_of(recs_for(i))) for i in range(20))
+    assert registry.get_sample_value("fabric_log_bytes_shipped_total") == total
+    assert registry.get_sample_value("fabric_log_lines_shipped_total") == 20 * 200
+    assert registry.get_sample_value("fabric_log_ship_duration_seconds_count", {"outcome": "stored"}) == 20
+    assert registry.get_sample_value("fabric_log_active_streams") == 0
+
+
+async def test_a_full_queue_makes_submit_wait(api, client, tmp_path):
+    registry = CollectorRegistry()
+    pool = make_pool(client, tmp_path, Done(), registry, max_streams=1, queue_size=2)
+    runner = asyncio.create_task(pool.run())
+    terminals = [asyncio.Event() for _ in range(4)]
+    for i in range(4):
+        api.pods[("ns", f"pod-{i}")] = FakePod(recs_for(i, 5))
+    await pool.submit("job-0", "ns", "pod-0", None, terminals[0])
+    while pool.active != {"job-0"}:
+        await asyncio.sleep(0.005)
+    await pool.submit("job-1", "ns", "pod-1", None, terminals[1])
+    await pool.submit("job-2", "ns", "pod-2", None, terminals[2])
+    assert registry.get_sample_value("fabric_log_queue_depth") == 2
+    blocked = asyncio.create_task(pool.submit("job-3", "ns", "pod-3", None, terminals[3]))
+    await asyncio.sleep(0.2)
+    assert not blocked.done()  # backpressure: no room until a stream frees one
+    assert pool.is_shipping("job-3")  # ...but a duplicate submit would already be a no-op
+    terminals[0].set()
+    assert await asyncio.wait_for(blocked, 5) is True
+    for t in terminals:
+        t.set()
+    await pool.close(drain_seconds=5)
+    await runner
+
+
+async def test_a_second_submit_of_the_same_execution_is_a_no_op(api, client, tmp_path):
+    done = Done()
+    pool = make_pool(client, tmp_path, done)
+    api.pods[("ns", "pod-0")] = FakePod(recs_for(0))
+    terminal = asyncio.Event()
+    assert await pool.submit("job-0", "ns", "pod-0", None, terminal) is True
+    assert await pool.submit("job-0", "ns", "pod-0", None, terminal) is False  # queued
+    runner = asyncio.create_task(pool.run())
+    while not pool.active:
+        await asyncio.sleep(0.005)
+    assert await pool.submit("job-0", "ns", "pod-0", None, terminal) is False  # running
+    terminal.set()
+    await done.wait_for(1)
+    assert [r["follow"] for r in api.requests] == ["true", "false"]
+    # Done: a new submit ships again, and a stored log answers from the sink without reading.
+    done.outcomes.clear()
+    assert await pool.submit("job-0", "ns", "pod-0", None, terminal) is True
+    await done.wait_for(1)
+    assert isinstance(done.outcomes["job-0"], Stored)
+    assert len(api.requests) == 2
+    await pool.close()
+    await runner
+
+
+async def test_lost_logs_are_reported_and_counted(api, client, tmp_path):
+    registry = CollectorRegistry()
+    done = Done()
+    pool = make_pool(client, tmp_path, done, registry)
+    runner = asyncio.create_task(pool.run())
+    await pool.submit("job-0", "ns", "deleted-pod", None, asyncio.Event())
+    await done.wait_for(1)
+    assert done.outcomes["job-0"] == Lost("pod-gone", 0)
+    assert registry.get_sample_value("fabric_log_failures_total", {"reason": "pod-gone"}) == 1
+    await pool.close()
+    await runner
+
+
+async def test_close_cancels_streams_after_the_drain_and_refuses_submits(api, client, tmp_path):
+    done = Done()
+    pool = make_pool(client, tmp_path, done, max_streams=2)
+    runner = asyncio.create_task(pool.run())
+    for i in range(3):
+        api.pods[("ns", f"pod-{i}")] = FakePod(recs_for(i))
+        await pool.submit(f"job-{i}", "ns", f"pod-{i}", None, asyncio.Event())  # never terminal
+    while len(pool.active) < 2:
+        await asyncio.sleep(0.005)
+    await asyncio.wait_for(pool.close(drain_seconds=0.1), 5)
+    await asyncio.wait_for(runner, 5)
+    assert done.outcomes == {}  # cancelled streams are not done; the next process resumes them
+    assert pool.active == frozenset() and not pool.is_shipping("job-2")
+    with pytest.raises(PoolClosed):
+        await pool.submit("job-9", "ns", "pod-9", None, asyncio.Event())
+    # What was stored so far is a valid resume point.
+    state = await pool.sink.state("job-0")
+    assert state.size > 0 and not state.complete
+
+
+async def test_a_failing_on_done_does_not_stop_the_pool(api, client, tmp_path):
+    seen = []
+
+    def on_done(execution, outcome):
+        seen.append(execution)
+        raise RuntimeError("reconciler bug")
+
+    pool = make_pool(client, tmp_path, on_done, max_streams=1)
+    runner = asyncio.create_task(pool.run())
+    for i in range(2):
+        api.pods[("ns", f"pod-{i}")] = FakePod(recs_for(i, 3))
+        event = asyncio.Event()
+        event.set()
+        await pool.submit(f"job-{i}", "ns", f"pod-{i}", None, event)
+    for _ in range(500):
+        if len(seen) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert seen == ["job-0", "job-1"]
+    await pool.close()
+    await runner

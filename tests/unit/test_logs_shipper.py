@@ -1,0 +1,252 @@
+"""One log stream against a real aiohttp server speaking the pod log endpoint (with the kubelet's
+sinceTime semantics, see ``logs_fakes.render``), into a real ``DirectorySink`` or ``GatewaySink``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+
+import aiohttp
+import pytest
+
+from controller.clock import RealClock
+from controller.kube import KubeClient
+from controller.logs.shipper import Failed, Lost, Retained, ShipOptions, Shipper, Stored
+from controller.logs.sinks import DirectorySink, GatewaySink, NullSink
+from logs_fakes import FakeGateway, FakeLogApi, FakePod, Rec, content_of, split_line, ts
+
+FAST = ShipOptions(chunk_bytes=4096, flush_seconds=0.05, backoff_base=0.01, backoff_max=0.05,
+                   follow_end_pause=0.05)
+
+
+def sample(lines: int = 3000, seed: int = 1) -> list[Rec]:
+    rnd = random.Random(seed)
+    recs: list[Rec] = []
+    for i in range(lines):
+        stamp = ts(i // 200 % 60, (i % 200) // 3 * 1000)  # 3 lines per timestamp, 200 per second
+        if i % 700 == 5:
+            recs += split_line([stamp, stamp], bytes(rnd.randrange(32, 127) for _ in range(40_000)))
+        else:
+            recs.append(Rec(stamp, b"line %d %s\r" % (i, b"y" * rnd.randrange(0, 120)),
+                            stream=rnd.choice(["stdout", "stderr"])))
+    recs.append(Rec(ts(59, 999), b"the end, no newline", "P"))
+    return recs
+
+
+@pytest.fixture
+async def api():
+    fake = FakeLogApi()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def client(api):
+    c = KubeClient(api.url)
+    yield c
+    await c.close()
+
+
+def shipper(client, **options) -> Shipper:
+    opts = ShipOptions(**{**FAST.__dict__, **options})
+    return Shipper(client, clock=RealClock(), options=opts)
+
+
+async def finish_soon(api: FakeLogApi, terminal: asyncio.Event, delay: float = 0.3) -> None:
+    await asyncio.sleep(delay)
+    for pod in api.pods.values():
+        pod.phase_done = True
+    terminal.set()
+
+
+async def test_follow_then_final_read_is_byte_identical(api, client, tmp_path):
+    recs = sample()
+    api.pods[("ns", "p")] = FakePod(recs)
+    terminal = asyncio.Event()
+    sink = DirectorySink(tmp_path, fsync=False)
+    asyncio.get_running_loop().call_later(0.5, terminal.set)
+    outcome = await shipper(client).ship("job-1", "ns", "p", "main", sink, terminal)
+    expected = content_of(recs)
+    assert outcome == Stored(len(expected), hashlib.sha256(expected).hexdigest(), verified=True)
+    assert sink.log_path("job-1").read_bytes() == expected
+    follow, final = api.requests[0], api.requests[-1]
+    assert follow["follow"] == "true" and "sinceTime" not in follow and follow["container"] == "main"
+    assert final["follow"] == "false" and final["sinceTime"] == "2025-06-01T10:00:14Z"  # the open last line is not a record yet
+
+
+async def test_lines_written_while_following_arrive_and_are_flushed_promptly(api, client, tmp_path):
+    pod = FakePod([Rec(ts(0, 1), b"first")])
+    api.pods[("ns", "p")] = pod
+    terminal = asyncio.Event()
+    sink = DirectorySink(tmp_path, fsync=False)
+    task = asyncio.create_task(shipper(client).ship("job-1", "ns", "p", None, sink, terminal))
+    for i in range(5):
+        await asyncio.sleep(0.1)
+        pod.recs.append(Rec(ts(1, i), b"more %d" % i))
+        api.poke()
+    await asyncio.sleep(0.3)
+    # Still following, but what arrived is already stored (flush_seconds), not held.
+    assert sink.log_path("job-1").read_bytes() == content_of(pod.recs)
+    terminal.set()
+    outcome = await task
+    assert isinstance(outcome, Stored) and outcome.verified
+    assert len([r for r in api.requests if r["follow"] == "true"]) == 1
+
+
+async def test_a_silent_follow_is_reopened_from_the_cursor(api, client, tmp_path):
+    pod = FakePod([Rec(ts(0, 1), b"first")])
+    api.pods[("ns", "p")] = pod
+    terminal = asyncio.Event()
+    sink = DirectorySink(tmp_path, fsync=False)
+    task = asyncio.create_task(shipper(client, idle_reconnect_seconds=0.2).ship("job-1", "ns", "p", None, sink,
+                                                                              terminal))
+    await asyncio.sleep(0.7)
+    follows = [r for r in api.requests if r["follow"] == "true"]
+    assert len(follows) >= 2 and follows[-1]["sinceTime"] == "2025-06-01T10:00:00Z"
+    pod.recs.append(Rec(ts(0, 2), b"second"))
+    api.poke()
+    terminal.set()
+    assert isinstance(await task, Stored)
+    assert sink.log_path("job-1").read_bytes() == b"first\nsecond\n"
+
+
+async def test_connection_cut_three_times_resumes_byte_identical(api, client, tmp_path):
+    recs = sample(seed=2)
+    size = len(content_of(recs))
+    api.pods[("ns", "p")] = FakePod(recs, fail_after=[size // 7, 1000, size // 3])
+    terminal = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.8, terminal.set)
+    sink = DirectorySink(tmp_path, fsync=False)
+    outcome = await shipper(client).ship("job-1", "ns", "p", "main", sink, terminal)
+    assert isinstance(outcome, Stored) and outcome.verified
+    assert sink.log_path("job-1").read_bytes() == content_of(recs)
+    assert [r.get("sinceTime") is not None for r in api.requests[:4]] == [False, True, True, True]
+
+
+async def test_a_gateway_that_drops_bodies_and_fails_still_gets_every_byte_once(api, client):
+    recs = sample(seed=3)
+    api.pods[("ns", "p")] = FakePod(recs)
+    gateway = FakeGateway()
+    await gateway.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            sink = GatewaySink(gateway.url, gateway.token, session)
+            gateway.cut_next_put_after = 1500
+            gateway.fail_next = [503]
+            terminal = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.5, terminal.set)
+            outcome = await shipper(client).ship("job-1", "ns", "p", "main", sink, terminal)
+    finally:
+        await gateway.stop()
+    expected = content_of(recs)
+    assert bytes(gateway.logs["job-1"].data) == expected
+    # The cut PUT stored 1500 bytes the shipper never saw confirmed; it re-read and hashed them.
+    assert outcome == Stored(len(expected), hashlib.sha256(expected).hexdigest(), verified=True)
+
+
+async def test_a_later_process_resumes_what_an_earlier_one_started(api, client, tmp_path):
+    recs = sample(seed=4)
+    pod = FakePod(recs)
+    api.pods[("ns", "p")] = pod
+    sink = DirectorySink(tmp_path, fsync=False)
+    terminal = asyncio.Event()
+    pod.pace = 0.002  # ~500 KB/s
+    first = asyncio.create_task(shipper(client, chunk_bytes=1000).ship("job-1", "ns", "p", None, sink, terminal))
+    while not sink.log_path("job-1").exists() or sink.log_path("job-1").stat().st_size < 100_000:
+        await asyncio.sleep(0.005)
+    first.cancel()  # the operator restarts
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    state = await sink.state("job-1")
+    assert 0 < state.size < len(content_of(recs))
+    terminal.set()
+    pod.pace = 0
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, sink, terminal)
+    expected = content_of(recs)
+    assert sink.log_path("job-1").read_bytes() == expected
+    # Resumed past a cursor: the bytes before it were hashed by the first process only.
+    assert outcome == Stored(len(expected), hashlib.sha256(expected).hexdigest(),
+                             verified=state.cursor is None or state.cursor.size == 0)
+
+
+async def test_a_terminal_pod_is_read_once_without_follow(api, client, tmp_path):
+    api.pods[("ns", "p")] = FakePod([Rec(ts(0, 1), b"done")])
+    terminal = asyncio.Event()
+    terminal.set()
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, DirectorySink(tmp_path), terminal)
+    assert isinstance(outcome, Stored)
+    assert [r["follow"] for r in api.requests] == ["false"]
+
+
+async def test_an_empty_log_is_stored_empty(api, client, tmp_path):
+    api.pods[("ns", "p")] = FakePod([])
+    terminal = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.1, terminal.set)
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, DirectorySink(tmp_path), terminal)
+    assert outcome == Stored(0, hashlib.sha256(b"").hexdigest(), verified=True)
+
+
+async def test_a_deleted_pod_means_the_log_is_lost(api, client, tmp_path):
+    terminal = asyncio.Event()
+    outcome = await shipper(client).ship("job-1", "ns", "gone", None, DirectorySink(tmp_path), terminal)
+    assert outcome == Lost("pod-gone", 0)
+
+
+async def test_throttling_is_retried_after_the_servers_delay(api, client, tmp_path):
+    api.pods[("ns", "p")] = FakePod([Rec(ts(0, 1), b"ok")], statuses=[(429, {"Retry-After": "1"}), (503, {})])
+    terminal = asyncio.Event()
+    terminal.set()
+    started = time.monotonic()
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, DirectorySink(tmp_path), terminal)
+    assert isinstance(outcome, Stored)
+    assert time.monotonic() - started >= 1.0
+    assert len(api.requests) == 3
+
+
+@pytest.mark.parametrize("status,reason", [pytest.param(403, "forbidden", id="rbac"),
+                                           pytest.param(400, "api-400", id="bad-request")])
+async def test_permanent_errors_fail_without_retrying(api, client, tmp_path, status, reason):
+    api.pods[("ns", "p")] = FakePod([Rec(ts(0, 1), b"ok")], statuses=[(status, {})])
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, DirectorySink(tmp_path), asyncio.Event())
+    assert isinstance(outcome, Failed) and outcome.reason == reason
+    assert len(api.requests) == 1
+
+
+async def test_a_container_not_started_yet_is_retried(api, client, tmp_path):
+    waiting = 'container "main" in pod "p" is waiting to start: ContainerCreating'
+    api.pods[("ns", "p")] = FakePod([Rec(ts(0, 1), b"ok")], statuses=[(400, {}, waiting)])
+    terminal = asyncio.Event()
+    terminal.set()
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, DirectorySink(tmp_path), terminal)
+    assert isinstance(outcome, Stored)
+    assert len(api.requests) == 2
+
+
+async def test_garbage_instead_of_a_log_is_a_format_failure(api, client, tmp_path, monkeypatch):
+    import logs_fakes
+
+    api.pods[("ns", "p")] = FakePod([])
+    monkeypatch.setattr(logs_fakes, "render", lambda recs, since=None, **kw: b"unable to retrieve container logs\n")
+    terminal = asyncio.Event()
+    terminal.set()
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, DirectorySink(tmp_path), terminal)
+    assert isinstance(outcome, Failed) and outcome.reason == "log-format"
+
+
+async def test_null_sink_never_reads_the_log(api, client):
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, NullSink(), asyncio.Event())
+    assert outcome == Retained()
+    assert api.requests == []
+
+
+async def test_an_already_stored_log_is_not_read_again(api, client, tmp_path):
+    sink = DirectorySink(tmp_path)
+    await sink.append("job-1", 0, b"x\n", None)
+    digest = await sink.finalize("job-1", 2, None)
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, sink, asyncio.Event())
+    assert outcome == Stored(2, digest, verified=False)
+    assert api.requests == []
