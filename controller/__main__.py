@@ -18,7 +18,9 @@ import structlog
 from controller.app import run
 from controller.clock import RealClock
 from controller.settings import (
+    GatewaySettings,
     KubeSettings,
+    LogSettings,
     LeaderElectionSettings,
     OpsSettings,
     ReconcileSettings,
@@ -71,6 +73,26 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--bind-host", default=_env("bind-host", d.ops.bind_host))
     p.add_argument("--metrics-port", type=int, default=_env("metrics-port", d.ops.metrics_port))
     p.add_argument("--health-port", type=int, default=_env("health-port", d.ops.health_port))
+    p.add_argument("--gateway-url", default=_env("gateway-url", None),
+                   help="task gateway base URL (internal API); history and logs go there")
+    p.add_argument("--gateway-token-file", default=_env("gateway-token-file", None),
+                   help="file holding the gateway's internal bearer token (or set "
+                        f"{ENV_PREFIX}GATEWAY_TOKEN)")
+    p.add_argument("--gateway-requests-per-second", type=float,
+                   default=_env("gateway-requests-per-second", d.gateway.requests_per_second))
+    p.add_argument("--log-dir", default=_env("log-dir", None),
+                   help="without a gateway: store logs under DIR/tasks/<execution>/log.txt")
+    p.add_argument("--log-max-streams", type=int, default=_env("log-max-streams", d.logs.max_streams))
+    p.add_argument("--log-queue-size", type=int, default=_env("log-queue-size", d.logs.queue_size))
+    p.add_argument("--log-requests-per-second", type=float,
+                   default=_env("log-requests-per-second", d.logs.requests_per_second))
+    p.add_argument("--log-bytes-per-second", type=float, default=_env("log-bytes-per-second", 0.0),
+                   help="aggregate log bytes/s over all streams (0: unlimited)")
+    p.add_argument("--log-release-after-seconds", type=float,
+                   default=_env("log-release-after-seconds", d.logs.release_after_seconds))
+    p.add_argument("--keep-finished-jobs", default=_env("keep-finished-jobs", not d.logs.delete_finished_jobs),
+                   action=argparse.BooleanOptionalAction,
+                   help="keep Jobs after their log is stored (CronJob history limits still apply)")
     p.add_argument("--log-level", default=_env("log-level", d.log_level),
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default=_env("log-format", d.log_format), choices=["json", "console"])
@@ -79,6 +101,16 @@ def parse_args(argv: list[str]) -> Settings:
         p.error("--renew-deadline-seconds must be shorter than --lease-duration-seconds")
     if a.workers < 1:
         p.error("--workers must be at least 1")
+    if a.log_max_streams < 1 or a.log_queue_size < 1:
+        p.error("--log-max-streams and --log-queue-size must be at least 1")
+    token = os.environ.get(ENV_PREFIX + "GATEWAY_TOKEN", "")
+    if a.gateway_token_file:
+        try:
+            token = open(a.gateway_token_file).read().strip()
+        except OSError as exc:
+            p.error(f"--gateway-token-file: {exc}")
+    if a.gateway_url and not token:
+        p.error(f"--gateway-url needs a token: --gateway-token-file or {ENV_PREFIX}GATEWAY_TOKEN")
     return Settings(
         kube=KubeSettings(kubeconfig=a.kubeconfig, context=a.context),
         reconcile=ReconcileSettings(
@@ -93,6 +125,12 @@ def parse_args(argv: list[str]) -> Settings:
             retry_period_seconds=a.retry_period_seconds,
         ),
         ops=OpsSettings(bind_host=a.bind_host, metrics_port=a.metrics_port, health_port=a.health_port),
+        gateway=GatewaySettings(url=a.gateway_url, token=token, requests_per_second=a.gateway_requests_per_second),
+        logs=LogSettings(
+            directory=a.log_dir, max_streams=a.log_max_streams, queue_size=a.log_queue_size,
+            requests_per_second=a.log_requests_per_second, bytes_per_second=a.log_bytes_per_second or None,
+            release_after_seconds=a.log_release_after_seconds, delete_finished_jobs=not a.keep_finished_jobs,
+        ),
         log_level=a.log_level,
         log_format=a.log_format,
     )

@@ -13,6 +13,7 @@ import asyncio
 import signal
 from typing import Callable
 
+import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry
 
@@ -22,11 +23,14 @@ from controller.informer import Informer
 from controller.kube import KubeClient
 from controller.kube.resources import CRONJOBS, JOBS, PODS, TASKS
 from controller.leader import LeaderElector
+from controller.logs import DirectorySink, GatewaySink, LogMetrics, LogShipperPool, LogSink
 from controller.model.labels import LABEL_MANAGED_BY, MANAGED_BY
 from controller.ops import OpsServer
+from controller.reconcile.logs import LogCoordinator
 from controller.reconcile.loop import ReconcileLoop
 from controller.reconcile.metrics import ReconcileMetrics
 from controller.reconcile.task import TaskReconciler, job_key_of_pod, task_key_of_child
+from controller.report import GatewayClient, ReportMetrics, StatusReporter
 from controller.settings import Settings
 from controller.workqueue import RateLimitingQueue, WorkqueueMetrics, default_controller_rate_limiter
 
@@ -53,7 +57,8 @@ def _enqueue_handlers(keys_of: Callable[[dict], list[str]], queue: RateLimitingQ
 
 
 class Operator:
-    def __init__(self, settings: Settings, client: KubeClient, clock: Clock, registry: CollectorRegistry):
+    def __init__(self, settings: Settings, client: KubeClient, clock: Clock, registry: CollectorRegistry,
+                 http: aiohttp.ClientSession):
         self.settings = settings
         self.client = client
         self.clock = clock
@@ -81,10 +86,30 @@ class Operator:
         metrics = ReconcileMetrics(registry)
         self.events = EventRecorder(client, clock, component="fabric-task-operator",
                                     host=settings.leader_election.identity, registry=registry)
+
+        gw, ls = settings.gateway, settings.logs
+        self.reporter = None
+        sink: LogSink | None = None
+        if gw.url:
+            self.reporter = StatusReporter(
+                GatewayClient(gw.url, gw.token, session=http), clock=clock,
+                requests_per_second=gw.requests_per_second, max_in_flight=gw.max_in_flight,
+                metrics=ReportMetrics(registry))
+            sink = GatewaySink(gw.url, gw.token, http)
+        elif ls.directory:
+            sink = DirectorySink(ls.directory)
+        self.pool = None
+        if sink is not None:
+            self.pool = LogShipperPool(
+                client, sink, clock=clock, max_streams=ls.max_streams, queue_size=ls.queue_size,
+                requests_per_second=ls.requests_per_second, bytes_per_second=ls.bytes_per_second,
+                metrics=LogMetrics(registry), on_done=lambda execution, outcome: self.logs.on_done(execution, outcome))
+        self.logs = LogCoordinator(client, self.pool, clock=clock, settings=ls, events=self.events,
+                                   enqueue=self.queue.add)
         self.reconciler = TaskReconciler(
             client, tasks=self.tasks.store, jobs=self.jobs.store, cronjobs=self.cronjobs.store,
             pods=self.pods.store, events=self.events, clock=clock, metrics=metrics,
-            execution_history=rs.execution_history,
+            execution_history=rs.execution_history, logs=self.logs, reporter=self.reporter,
         )
         self.loop = ReconcileLoop(CONTROLLER_NAME, self.queue, self.reconciler, workers=rs.workers, metrics=metrics)
         self.elector = LeaderElector(client, settings.leader_election, clock)
@@ -103,6 +128,10 @@ class Operator:
             for informer_name, informer in zip(("tasks", "jobs", "cronjobs", "pods"), self.informers)
         ]
         background.append(asyncio.create_task(self.events.run(), name="events"))
+        if self.pool is not None:
+            background.append(asyncio.create_task(self.pool.run(), name="log-shippers"))
+        if self.reporter is not None:
+            background.append(asyncio.create_task(self.reporter.run(), name="gateway-reporter"))
         leading = asyncio.create_task(self._lead(stop), name="leader")
         exit_code = 0
         try:
@@ -118,6 +147,11 @@ class Operator:
                 log.warning("in-flight reconciles did not finish in time; cancelling them")
             leading.cancel()
             await asyncio.gather(leading, return_exceptions=True)
+            # Streams stop where they are (the next leader resumes them from the sink); records
+            # already queued for the gateway get a moment to go out.
+            await self.logs.close(self.settings.reconcile.drain_seconds / 2)
+            if self.reporter is not None:
+                await self.reporter.close(self.settings.reconcile.drain_seconds / 2)
             await self.elector.release()
             try:
                 await asyncio.wait_for(self.events.flush(), 5)
@@ -153,12 +187,15 @@ class Operator:
 
 async def run(settings: Settings, clock: Clock) -> int:
     client = await KubeClient.from_config(settings.kube.kubeconfig, settings.kube.context)
+    # One session for everything the operator sends to the gateway (log uploads and records).
+    http = aiohttp.ClientSession()
     try:
-        operator = Operator(settings, client, clock, CollectorRegistry())
+        operator = Operator(settings, client, clock, CollectorRegistry(), http)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         return await operator.run(stop)
     finally:
+        await http.close()
         await client.close()

@@ -75,11 +75,56 @@ class OpsSettings:
 
 
 @dataclass(frozen=True)
+class GatewaySettings:
+    url: str | None = None
+    """Base URL of the task gateway's internal API; None runs without a gateway (history stays in
+    the cluster, logs go to ``LogSettings.directory`` if set)."""
+
+    token: str = field(default="", repr=False)
+    """Bearer token for the internal API (never logged)."""
+
+    requests_per_second: float = 20.0
+    """Status updates sent per second at most; transitions coalesce per execution beyond that."""
+
+    max_in_flight: int = 8
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    directory: str | None = None
+    """Store logs under ``<directory>/tasks/<execution>/log.txt`` when there is no gateway (a
+    PersistentVolume in-cluster). With neither, logs stay in the cluster (taskpool-history mode)."""
+
+    max_streams: int = 8
+    """Pod logs followed at once; more wait in the queue."""
+
+    queue_size: int = 100
+    """Executions waiting for a stream. A full queue makes the reconciler look again later rather
+    than wait, so Task reconciles never stall behind log shipping."""
+
+    requests_per_second: float = 10.0
+    """New log requests (connects and resumes) per second against the API server, all streams."""
+
+    bytes_per_second: float | None = None
+    """Aggregate log bytes per second, all streams; None: unlimited."""
+
+    release_after_seconds: float = 3600.0
+    """A finished pod's log finalizer is removed after this long even if its log could not be
+    stored, so no pod is kept forever; the loss is recorded on the Task."""
+
+    delete_finished_jobs: bool = True
+    """Delete a finished Job once its log is stored (and its record confirmed by the gateway).
+    False keeps Jobs as history (CronJob history limits still apply)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     kube: KubeSettings = field(default_factory=KubeSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
     ops: OpsSettings = field(default_factory=OpsSettings)
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    logs: LogSettings = field(default_factory=LogSettings)
     log_level: str = "info"
     log_format: str = "json"
     """"json" (one object per line, for log collectors) or "console" (for people)."""

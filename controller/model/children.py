@@ -104,11 +104,17 @@ def _pod_spec(task: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
     return pod
 
 
-def job_spec(task: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
-    """The ``batch/v1`` JobSpec shared by the one-off Job and the CronJob's job template."""
+def job_spec(task: dict[str, Any], spec: TaskSpec, pod_finalizers: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``batch/v1`` JobSpec shared by the one-off Job and the CronJob's job template.
+
+    ``pod_finalizers`` are set on every pod from birth: the log shipper's finalizer keeps a finished
+    pod (and so its log) until the log is stored, whoever deletes the Job.
+    """
     pod_meta: dict[str, Any] = {"labels": child_labels(task, spec)}
     if spec.template.annotations:
         pod_meta["annotations"] = dict(spec.template.annotations)
+    if pod_finalizers:
+        pod_meta["finalizers"] = list(pod_finalizers)
     result: dict[str, Any] = {"backoffLimit": spec.backoff_limit}
     if spec.active_deadline_seconds is not None:
         result["activeDeadlineSeconds"] = spec.active_deadline_seconds
@@ -136,13 +142,14 @@ def _metadata(task: dict[str, Any], name: str, labels: dict[str, str],
     return meta
 
 
-def job_for_task(task: dict[str, Any], spec: TaskSpec, created: datetime) -> dict[str, Any]:
+def job_for_task(task: dict[str, Any], spec: TaskSpec, created: datetime,
+                 pod_finalizers: tuple[str, ...] = ()) -> dict[str, Any]:
     """The Job of a one-off Task; ``created`` is the Task's parsed ``metadata.creationTimestamp``.
 
     Named ``execution_name(task, created)``: the same Task always maps to the same Job name.
     """
     labels = child_labels(task, spec)
-    jspec = job_spec(task, spec)
+    jspec = job_spec(task, spec, pod_finalizers)
     annotations = {L.ANNOTATION_SPEC_HASH: spec_hash(labels, jspec)}
     return {
         "apiVersion": "batch/v1",
@@ -153,12 +160,13 @@ def job_for_task(task: dict[str, Any], spec: TaskSpec, created: datetime) -> dic
     }
 
 
-def cronjob_for_task(task: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
+def cronjob_for_task(task: dict[str, Any], spec: TaskSpec,
+                     pod_finalizers: tuple[str, ...] = ()) -> dict[str, Any]:
     """The CronJob of a scheduled Task, named exactly like the Task."""
     if spec.schedule is None:
         raise ValueError("cronjob_for_task needs a scheduled Task")
     labels = child_labels(task, spec)
-    jspec = job_spec(task, spec)
+    jspec = job_spec(task, spec, pod_finalizers)
     cspec: dict[str, Any] = {"schedule": spec.schedule}
     if spec.time_zone is not None:
         cspec["timeZone"] = spec.time_zone
@@ -183,11 +191,12 @@ def cronjob_for_task(task: dict[str, Any], spec: TaskSpec) -> dict[str, Any]:
     }
 
 
-def desired_child(task: dict[str, Any], spec: TaskSpec, created: datetime) -> dict[str, Any]:
+def desired_child(task: dict[str, Any], spec: TaskSpec, created: datetime,
+                  pod_finalizers: tuple[str, ...] = ()) -> dict[str, Any]:
     """The object a Task becomes: a CronJob when it has a schedule, else a Job."""
     if spec.child_kind == "CronJob":
-        return cronjob_for_task(task, spec)
-    return job_for_task(task, spec, created)
+        return cronjob_for_task(task, spec, pod_finalizers)
+    return job_for_task(task, spec, created, pod_finalizers)
 
 
 def _template_hash(cronjob: dict[str, Any]) -> str | None:

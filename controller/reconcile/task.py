@@ -24,9 +24,12 @@ from controller.kube.resources import CRONJOBS, JOBS, TASKS
 from controller.model.children import cronjob_for_task, cronjob_spec_differs, job_for_task
 from controller.model.labels import LABEL_TASK
 from controller.model.spec import InvalidTask, TaskSpec, parse_task
+from controller.model.records import execution_record, record_sequence, task_record
 from controller.model.status import invalid_status, parse_time, task_status
+from controller.reconcile.logs import FINAL_LOG_STATES, LogCoordinator
 from controller.reconcile.loop import Result
 from controller.reconcile.metrics import ReconcileMetrics
+from controller.report import StatusReporter
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +39,10 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 # concurrencyPolicy Forbid creates no Job, yet nextScheduleTime must move on); capped so a
 # yearly schedule still gets a periodic look.
 MAX_SCHEDULE_REQUEUE_SECONDS = 3600.0
+# How soon to look again when the log shipper's queue was full.
+LOG_QUEUE_FULL_RETRY_SECONDS = 5.0
+# How often to look whether the gateway confirmed the record of a Job waiting to be deleted.
+GATEWAY_CONFIRMATION_POLL_SECONDS = 2.0
 
 
 def task_key_of_child(obj: dict) -> list[str]:
@@ -66,6 +73,8 @@ class TaskReconciler:
         clock: Clock,
         metrics: ReconcileMetrics,
         execution_history: int,
+        logs: LogCoordinator,
+        reporter: StatusReporter | None = None,
     ):
         self._client = client
         self._tasks = tasks
@@ -76,6 +85,12 @@ class TaskReconciler:
         self._clock = clock
         self._metrics = metrics
         self._history = execution_history
+        self._logs = logs
+        self._reporter = reporter
+        # execution -> sequence of its last reported record that carried a terminal phase and a
+        # final log state; the Job may be deleted once the gateway confirmed that sequence.
+        # Rebuilt by the first reconcile after a restart (records are reported every time).
+        self._final_sequences: dict[str, int] = {}
 
     async def __call__(self, key: str) -> Result:
         task = self._tasks.get(key)
@@ -107,14 +122,13 @@ class TaskReconciler:
                 return Result.done()  # the namespace is going away with the Task in it
             raise
 
-        status = await self._update_status(task, spec)
-        return self._requeue_for_schedule(spec, status)
+        return await self._follow_executions(task, spec)
 
     # -- children ---------------------------------------------------------------------------
 
     async def _ensure_job(self, task: dict, spec: TaskSpec, bound: Any) -> None:
         created = parse_time(task["metadata"]["creationTimestamp"])
-        desired = job_for_task(task, spec, created)
+        desired = job_for_task(task, spec, created, self._logs.pod_finalizers)
         namespace = task["metadata"]["namespace"]
         name = desired["metadata"]["name"]
         if self._jobs.get(f"{namespace}/{name}") is not None:
@@ -129,7 +143,7 @@ class TaskReconciler:
         self._events.record(task, NORMAL, "CreatedJob", f"Created Job {name}")
 
     async def _ensure_cronjob(self, task: dict, spec: TaskSpec, bound: Any) -> None:
-        desired = cronjob_for_task(task, spec)
+        desired = cronjob_for_task(task, spec, self._logs.pod_finalizers)
         namespace = task["metadata"]["namespace"]
         name = desired["metadata"]["name"]
         existing = self._cronjobs.get(f"{namespace}/{name}")
@@ -140,7 +154,7 @@ class TaskReconciler:
                 return
             bound.info("created cronjob", cronjob=name, schedule=spec.schedule)
             self._events.record(task, NORMAL, "CreatedCronJob",
-                                      f"Created CronJob {name} with schedule {spec.schedule!r}")
+                                f"Created CronJob {name} with schedule {spec.schedule!r}")
             return
         if cronjob_spec_differs(existing, desired):
             patch = {"metadata": {"labels": desired["metadata"].get("labels", {})}, "spec": desired["spec"]}
@@ -161,11 +175,12 @@ class TaskReconciler:
             return
         bound.info("deleted cronjob of unscheduled task", cronjob=meta["name"])
         self._events.record(task, NORMAL, "DeletedCronJob",
-                                  f"Deleted CronJob {meta['name']}: the Task no longer has a schedule")
+                            f"Deleted CronJob {meta['name']}: the Task no longer has a schedule")
 
     # -- status -----------------------------------------------------------------------------
 
-    async def _update_status(self, task: dict, spec: TaskSpec) -> dict:
+    async def _follow_executions(self, task: dict, spec: TaskSpec) -> Result:
+        """Status, logs, gateway records and clean-up of the Task's executions."""
         key = f"{task['metadata']['namespace']}/{task['metadata']['name']}"
         jobs = [job for job in self._jobs.by_index("by_task", key) if _belongs_to(job, task)]
         pods_by_job = {
@@ -173,23 +188,62 @@ class TaskReconciler:
                 "by_job", f"{job['metadata']['namespace']}/{job['metadata']['name']}")
             for job in jobs
         }
+        previous = task.get("status") or {}
+        shipping_has_room = await self._logs.ship(key, previous, jobs, pods_by_job)
+
         cronjob = self._cronjobs.get(key) if spec.schedule else None
         if cronjob is not None and not _owned_by(cronjob, task):
             cronjob = None
         status = task_status(task, spec, jobs, pods_by_job, cronjob, self._clock.now(), history=self._history)
-        previous = task.get("status") or {}
+        self._logs.merge_into(status)
         if status != previous:
-            await self._write_status(task, status)
-            await self._announce_transitions(task, previous, status)
-        return status
+            task = await self._write_status(task, status)
+            self._announce_transitions(task, previous, status)
+        self._logs.committed(status)
 
-    async def _write_status(self, task: dict, status: dict) -> None:
+        release_in = await self._logs.release(task, status, pods_by_job)
+        self._report(task, spec, status)
+        awaiting_gateway = await self._logs.delete_finished_jobs(task, status, jobs, self._confirmed)
+
+        waits = [self._seconds_to_next_run(status), release_in,
+                 None if shipping_has_room else LOG_QUEUE_FULL_RETRY_SECONDS,
+                 GATEWAY_CONFIRMATION_POLL_SECONDS if awaiting_gateway else None]
+        waits = [w for w in waits if w is not None]
+        return Result.after(min(waits)) if waits else Result.done()
+
+    def _report(self, task: dict, spec: TaskSpec, status: dict) -> None:
+        """Send the Task's and its executions' records to the gateway (coalesced, never blocks).
+        Sent on every reconcile, not only on change: after a restart the gateway may lack what the
+        last process wrote to the status but had not delivered yet."""
+        if self._reporter is None:
+            return
+        sequence = record_sequence(task, now=self._clock.now())
+        # The gateway keys records by name (names are unique per installation, not per namespace).
+        self._reporter.submit(task["metadata"]["name"], task_record(task, spec, status), sequence)
+        for execution in status.get("executions") or []:
+            self._reporter.submit(execution["name"], execution_record(task, spec, execution), sequence)
+            final = execution.get("phase") in TERMINAL_PHASES and \
+                (execution.get("log") or {}).get("state") in FINAL_LOG_STATES
+            if final:
+                self._final_sequences.setdefault(execution["name"], sequence)
+
+    def _confirmed(self, execution: str) -> bool:
+        """Whether the gateway holds the execution's final record (always, without a gateway)."""
+        if self._reporter is None:
+            return True
+        wanted = self._final_sequences.get(execution)
+        delivered = self._reporter.delivered(execution)
+        return wanted is not None and delivered is not None and delivered >= wanted
+
+    async def _write_status(self, task: dict, status: dict) -> dict:
+        """Replace the Task's status; returns the Task as written (with its new resourceVersion)."""
         body = dict(task)
         body["status"] = status
         meta = task["metadata"]
-        await self._client.replace(TASKS, meta["name"], body, namespace=meta["namespace"], subresource="status")
+        return await self._client.replace(TASKS, meta["name"], body, namespace=meta["namespace"],
+                                          subresource="status")
 
-    async def _announce_transitions(self, task: dict, previous: dict, status: dict) -> None:
+    def _announce_transitions(self, task: dict, previous: dict, status: dict) -> None:
         before = {e["name"]: e.get("phase") for e in previous.get("executions") or []}
         for execution in status.get("executions") or []:
             phase = execution.get("phase")
@@ -207,7 +261,7 @@ class TaskReconciler:
                     if execution.get(field) not in (None, "")
                 )
                 self._events.record(task, WARNING, "ExecutionFailed",
-                                          f"Execution {execution['name']} failed" + (f": {detail}" if detail else ""))
+                                    f"Execution {execution['name']} failed" + (f": {detail}" if detail else ""))
             elif phase == "Running" and execution["name"] not in before:
                 self._events.record(task, NORMAL, "ExecutionStarted", f"Execution {execution['name']} started")
 
@@ -219,12 +273,12 @@ class TaskReconciler:
             log.info("task is invalid", task=f"{task['metadata']['namespace']}/{task['metadata']['name']}",
                      reason=reason, message=message)
 
-    def _requeue_for_schedule(self, spec: TaskSpec, status: dict) -> Result:
+    def _seconds_to_next_run(self, status: dict) -> float | None:
         next_run = parse_time(status.get("nextScheduleTime")) if status.get("nextScheduleTime") else None
         if next_run is None:
-            return Result.done()
+            return None
         seconds = (next_run - self._clock.now()).total_seconds() + 1.0
-        return Result.after(min(max(seconds, 1.0), MAX_SCHEDULE_REQUEUE_SECONDS))
+        return min(max(seconds, 1.0), MAX_SCHEDULE_REQUEUE_SECONDS)
 
 
 def _owned_by(child: dict, task: dict) -> bool:

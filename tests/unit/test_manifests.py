@@ -260,7 +260,7 @@ def test_cluster_role_is_exactly_what_the_operator_needs():
         ("fabric.dev", "tasks/finalizers"): {"update"},
         ("batch", "jobs"): {"get", "list", "watch", "create", "update", "patch", "delete"},
         ("batch", "cronjobs"): {"get", "list", "watch", "create", "update", "patch", "delete"},
-        ("", "pods"): {"get", "list", "watch"},
+        ("", "pods"): {"get", "list", "watch", "patch"},  # patch: the log-shipping finalizer
         ("", "pods/log"): {"get"},
         ("", "events"): {"create", "patch"},
         ("events.k8s.io", "events"): {"create", "patch"},

@@ -278,3 +278,15 @@ def test_cronjob_without_defaulted_fields_equals_the_defaults():
     for key in ("concurrencyPolicy", "suspend", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
         del live["spec"][key]
     assert not cronjob_spec_differs(live, desired)
+
+
+@pytest.mark.parametrize("kind", ["Job", "CronJob"])
+def test_pod_finalizers_reach_every_pod_and_change_the_template_hash(kind):
+    task = make_task(**({"schedule": "@hourly"} if kind == "CronJob" else {}))
+    spec = parse_task(task)
+    plain = desired_child(task, spec, CREATED)
+    guarded = desired_child(task, spec, CREATED, pod_finalizers=("fabric.dev/log-shipping",))
+    assert "finalizers" not in pod_template_of(plain)["metadata"]
+    assert pod_template_of(guarded)["metadata"]["finalizers"] == ["fabric.dev/log-shipping"]
+    if kind == "CronJob":
+        assert cronjob_spec_differs(plain, guarded), "turning log shipping on must update existing CronJobs"
