@@ -20,6 +20,7 @@ from typing import Awaitable, Callable, Hashable
 
 import structlog
 
+from controller.kube import Conflict
 from controller.reconcile.metrics import ReconcileMetrics
 from controller.workqueue import RateLimitingQueue, ShutDown
 
@@ -89,7 +90,10 @@ class ReconcileLoop:
         except Exception as exc:  # noqa: BLE001 - any failure is retried with backoff, never fatal
             self._metrics.errors.labels(self.name).inc()
             self._metrics.total.labels(self.name, "error").inc()
-            log.warning(
+            # A conflict only means our cache was behind our own last write: routine, retried at
+            # once with the per-key backoff; anything else is worth a warning.
+            report = log.debug if isinstance(exc, Conflict) else log.warning
+            report(
                 "reconcile failed; retrying with backoff",
                 controller=self.name, key=str(key), error=repr(exc),
                 retries=self._queue.num_requeues(key),
