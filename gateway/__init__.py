@@ -3,7 +3,9 @@
 An optional microservice. The operator reports every Task and execution to it over the internal
 HTTP API (``/internal``, bearer token) and streams each pod's log into it; users read the history
 and the logs through the public API (``/v1``). The operator keeps working without it. The gateway
-never imports ``controller`` (the operator) and the operator never imports the gateway.
+imports only ``controller.kube`` (the Kubernetes API client) and ``controller.model`` (pure) of
+the operator's package, for the schedule operations, never the operator's internals (reconcile,
+app, informer, logs); the operator never imports the gateway.
 
 Layers, outermost first; a layer imports only the ones below it:
 
@@ -13,7 +15,11 @@ Layers, outermost first; a layer imports only the ones below it:
                       every background task and the order of shutdown.
 - ``api_internal``,   HTTP handlers: parse and validate a request, call a store, shape the answer.
   ``api_public``,     Errors from below are ``errors.GatewayError`` and become JSON here (in
-  ``ops``             ``server``'s middleware), nowhere else.
+  ``api_schedule``,   ``server``'s middleware), nowhere else.
+  ``ops``
+- ``follow``          following a growing log: per-execution wake-ups and the chunk stream.
+- ``kube``            the schedule operations through ``controller.kube.KubeClient``; maps its
+                      errors into ``errors`` once.
 - ``openapi``         the hand-written OpenAPI 3 document of every route above (pure data).
 - ``retention``       the sweeper: removes a record and its log blob together once expired.
 - ``records``         the ``RecordStore`` protocol and the list query; ``records_sqlite`` and

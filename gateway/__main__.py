@@ -19,7 +19,15 @@ import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from gateway.clock import RealClock
-from gateway.settings import AuthSettings, HttpSettings, LogSettings, RetentionSettings, Settings, StorageSettings
+from gateway.settings import (
+    AuthSettings,
+    HttpSettings,
+    KubeSettings,
+    LogSettings,
+    RetentionSettings,
+    Settings,
+    StorageSettings,
+)
 
 ENV_PREFIX = "FABRIC_GATEWAY_"
 
@@ -54,6 +62,10 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     opt("--fsync", "FSYNC", defaults.storage.fsync, _env_bool, "fsync logs before acknowledging uploads")
     opt("--shutdown-timeout", "SHUTDOWN_TIMEOUT", defaults.http.shutdown_timeout, float, "seconds in-flight requests get on shutdown")
     opt("--log-level", "LOG_LEVEL", defaults.log_level, str, "debug, info, warning or error")
+    opt("--kubeconfig", "KUBECONFIG", None, str, "kubeconfig for the schedule operations (unset and no --in-cluster: they answer 503)")
+    opt("--in-cluster", "IN_CLUSTER", defaults.kube.in_cluster, _env_bool, "use the pod's ServiceAccount for the schedule operations")
+    opt("--namespace", "NAMESPACE", defaults.kube.namespace, str, "namespace of Tasks when a request names none")
+    opt("--invoke-image", "INVOKE_IMAGE", defaults.kube.invoke_image, str, "image of the built-in invoke action")
     return p
 
 
@@ -67,6 +79,8 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise SystemExit(
             "fabric-task-gateway: no internal token: set FABRIC_GATEWAY_INTERNAL_TOKEN or --internal-token-file"
         )
+    if args.kubeconfig and args.in_cluster:
+        raise SystemExit("fabric-task-gateway: --kubeconfig and --in-cluster exclude each other")
     if args.retention_days <= 0:
         raise SystemExit("fabric-task-gateway: --retention-days must be positive")
     return Settings(
@@ -84,6 +98,12 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             sweep_interval_seconds=args.sweep_interval,
         ),
         logs=LogSettings(max_log_bytes=args.max_log_bytes),
+        kube=KubeSettings(
+            kubeconfig=args.kubeconfig,
+            in_cluster=args.in_cluster,
+            namespace=args.namespace,
+            invoke_image=args.invoke_image,
+        ),
         log_level=args.log_level,
     )
 

@@ -25,7 +25,7 @@ from aiohttp import web
 from gateway.clock import now_ms
 from gateway.errors import BadRequest, ChecksumMismatch, Conflict
 from gateway.model import check_name, first, parse_int, parse_time, parse_upsert, reject_unknown
-from gateway.state import json_response, query_params, read_json, state_of
+from gateway.state import AppState, json_response, query_params, read_json, state_of
 
 UPLOAD_CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -44,6 +44,7 @@ async def upsert_record(request: web.Request) -> web.Response:
     ttl = update.ttl_seconds or st.settings.retention.ttl_seconds
     result = await st.records.upsert(update, now_ms=now, expires_ms=now + ttl * 1000)
     st.metrics.records_upserted.labels(applied=str(result.applied).lower()).inc()
+    st.log_events.notify(name)  # a log marked lost ends its followers
     if result.conflict:
         raise Conflict(result.conflict, code="name_conflict")
     return json_response({"applied": result.applied, "sequence": result.sequence})
@@ -60,6 +61,21 @@ async def upload_log(request: web.Request) -> web.Response:
     cursor = request.headers.get("X-Log-Cursor")
     if cursor is not None and not _CURSOR.fullmatch(cursor):
         raise BadRequest("X-Log-Cursor must be 1..256 printable ASCII characters", code="bad_cursor")
+    try:
+        size, received, interrupted = await _append(st, request, name, offset, fixed_ts, cursor)
+    finally:
+        st.log_events.notify(name)  # followers look again, whatever happened
+    if interrupted is not None:
+        st.logger.info("log upload interrupted", execution=name, received=received, size=size, error=type(interrupted).__name__)
+        raise BadRequest("the request body ended early; resume at the stored size", code="upload_interrupted", size=size)
+    return json_response({"size": size})
+
+
+async def _append(
+    st: AppState, request: web.Request, name: str, offset: int, fixed_ts: int | None, cursor: str | None
+) -> tuple[int, int, Exception | None]:
+    """Appends the body at ``offset``: (stored size, bytes received, the error that cut the body
+    short or None)."""
     ttl_ms = st.settings.retention.ttl_seconds * 1000
     interrupted: Exception | None = None
     async with st.blobs.append(name) as log:
@@ -86,10 +102,7 @@ async def upload_log(request: web.Request) -> web.Response:
             await log.commit_cursor(cursor)
         now = now_ms(st.clock)
         await st.records.touch_log(name, size=size, state="streaming", checksum=None, now_ms=now, expires_ms=now + ttl_ms)
-    if interrupted is not None:
-        st.logger.info("log upload interrupted", execution=name, received=received, size=size, error=type(interrupted).__name__)
-        raise BadRequest("the request body ended early; resume at the stored size", code="upload_interrupted", size=size)
-    return json_response({"size": size})
+    return size, received, interrupted
 
 
 async def log_state(request: web.Request) -> web.Response:
@@ -117,6 +130,7 @@ async def finalize_log(request: web.Request) -> web.Response:
         raise BadRequest("sha256 must be 64 hex digits, or null to seal with the stored bytes' digest", code="bad_field")
     try:
         stat = await st.blobs.finalize(name, size, digest)
+        st.log_events.notify(name)
     except ChecksumMismatch:
         st.metrics.logs_finalized.labels(result="mismatch").inc()
         raise

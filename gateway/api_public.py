@@ -5,6 +5,8 @@
 - ``GET /v1/tasks/{name}/executions``       a task's executions (same filters and paging)
 - ``GET /v1/tasks/{execution}/logs``        logs as rows (see ``logrows``)
 - ``GET /v1/tasks/{execution}/logs/raw``    the stored log as a file, with Range support
+- ``GET /v1/tasks/{execution}/logs/follow`` the log from ``offset``, then its new bytes as they are
+                                            uploaded, until it is sealed (``follow``)
 
 Every path name is checked against the DNS-1123 rule before it reaches a store (400 otherwise).
 """
@@ -18,11 +20,14 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import NotFound, RangeNotSatisfiable
+from gateway.follow import follow_chunks
 from gateway.logrows import parse_row_query
 from gateway.model import (
     check_name,
     encode_cursor,
+    first,
     format_time,
+    parse_int,
     parse_list_query,
     record_json,
     reject_unknown,
@@ -125,6 +130,43 @@ async def log_raw(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def log_follow(request: web.Request) -> web.StreamResponse:
+    """Chunked ``text/plain``: the stored log from ``offset``, then new bytes as they arrive, ending
+    once the log is sealed and sent whole (see ``gateway.follow`` for the other ends). ``X-Log-Offset``
+    echoes the start; resume a cut stream at start + bytes received."""
+    st = state_of(request)
+    name = check_name(request.match_info["execution"], "execution")
+    params = query_params(request)
+    reject_unknown(params, {"offset"})
+    offset = parse_int(first(params, "offset"), "offset", default=0, minimum=0, maximum=2**62)
+    stat = await st.blobs.stat(name)
+    if stat is None and await st.records.get(name) is None:
+        raise NotFound(f"no execution named {name!r}")
+    if stat is not None and stat.sealed and offset > stat.size:
+        raise RangeNotSatisfiable(f"offset {offset} is past the end of the sealed {stat.size}-byte log", size=stat.size)
+    response = web.StreamResponse(status=200)
+    response.content_type = "text/plain"
+    response.charset = "utf-8"
+    response.headers["X-Log-Offset"] = str(offset)
+    response.headers["Cache-Control"] = "no-store"
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    logs = st.settings.logs
+    chunks = follow_chunks(
+        st.blobs, st.records, st.log_events, name, offset,
+        poll_interval=logs.follow_poll_interval, idle_timeout=logs.follow_idle_timeout,
+        stopping=lambda: st.draining, monotonic=st.clock.monotonic,
+    )
+    try:
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                await response.write(chunk)
+        await response.write_eof()
+    except ConnectionResetError:  # the follower left; nothing to answer
+        st.logger.debug("log follower left", execution=name)
+    return response
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int]:
     """One range of ``bytes=a-b``, ``bytes=a-`` or ``bytes=-n`` -> [start, end)."""
     match = _RANGE.fullmatch(header.strip())
@@ -155,4 +197,5 @@ def routes() -> list[web.RouteDef]:
         web.get("/v1/tasks/{name}/executions", list_executions, allow_head=False),
         web.get("/v1/tasks/{execution}/logs", log_rows, allow_head=False),
         web.get("/v1/tasks/{execution}/logs/raw", log_raw, allow_head=False),
+        web.get("/v1/tasks/{execution}/logs/follow", log_follow, allow_head=False),
     ]

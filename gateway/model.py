@@ -162,6 +162,8 @@ def parse_upsert(name: str, body: Any) -> RecordUpdate:
             raise BadRequest(f"field {required!r} is required", code="missing_field")
     if "log_state" in columns and columns["log_state"] not in (None, "lost"):
         raise BadRequest("logState may only be set to 'lost'; uploads set the others", code="bad_field")
+    if "log_state" in columns and columns["log_state"] is None:
+        del columns["log_state"]  # null = not given: a record always has a log state (found by fuzzing: was a 500)
     if columns["sequence"] < 0:
         raise BadRequest("sequence must be >= 0", code="bad_field")
     ttl = body.get("ttlSeconds")

@@ -2,19 +2,21 @@
 and served at ``/openapi.json``. A unit test checks that routes and this document list the same
 operations, so neither drifts. Pure data.
 
-Not listed because not built yet: following a running execution's log, and the schedule
-operations that act on Task resources (pause/resume, cancel, run now, schedule an agent).
+The schedule operations (``api_schedule``) answer 503 ``kubernetes_not_configured`` when the
+gateway has no Kubernetes access.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from gateway.api_schedule import AGENT_PATTERN
 from gateway.logrows import ROW_PARAMS
 from gateway.model import DEFAULT_LIMIT, KINDS, LIST_FILTERS, LOG_STATES, MAX_LIMIT, TYPES
 
 _NAME = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", "maxLength": 253}
 _TIME = {"type": "string", "format": "date-time"}
+_MAX_OFFSET = 2**62
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -33,9 +35,15 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "Conflict; the body says why (and the stored size for uploads).",
         413: "Body or log too large.",
         416: "Range outside the log.",
-        503: "Not ready (database unreachable or shutting down).",
+        503: "Unavailable: database unreachable, shutting down, upload in progress, or (schedule operations) no or failing Kubernetes access.",
     }
-    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+    out = {str(c): _json(_ref("Error"), text[c]) for c in codes}
+    if 400 in codes:
+        # aiohttp's HTTP parser answers a request line or header longer than 8 KiB itself, before
+        # any handler or middleware runs: 400 in text/plain.
+        out["400"]["content"]["text/plain"] = {"schema": {"type": "string"}}
+        out["400"]["description"] += " A request line or header over 8 KiB: text/plain, from the HTTP parser."
+    return out
 
 
 def _path_param(name: str, description: str) -> dict[str, Any]:
@@ -46,18 +54,19 @@ def _query(name: str, schema: dict[str, Any], description: str, **extra: Any) ->
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema, **extra}
 
 
+_FILTER_TEXT = {"type": "string", "minLength": 1, "maxLength": 1024}
 _FILTER_DOCS = {
     "type": ("scheduled tasks or one-time ones", {"type": "string", "enum": list(TYPES)}),
     "kind": ("task records or execution records", {"type": "string", "enum": list(KINDS)}),
-    "status": ("status, e.g. Running, Succeeded, Failed, Active, Paused", {"type": "string"}),
-    "skill": ("skill name", {"type": "string"}),
-    "action": ("action name", {"type": "string"}),
-    "schedule": ("the parent schedule's name (executions of a scheduled task)", {"type": "string"}),
-    "project": ("project id", {"type": "string"}),
-    "channelId": ("channel id", {"type": "string"}),
-    "refId": ("reference id", {"type": "string"}),
-    "user": ("submitting user", {"type": "string"}),
-    "namespace": ("Kubernetes namespace of the Task", {"type": "string"}),
+    "status": ("status, e.g. Running, Succeeded, Failed, Active, Paused", _FILTER_TEXT),
+    "skill": ("skill name", _FILTER_TEXT),
+    "action": ("action name", _FILTER_TEXT),
+    "schedule": ("the parent schedule's name (executions of a scheduled task)", _FILTER_TEXT),
+    "project": ("project id", _FILTER_TEXT),
+    "channelId": ("channel id", _FILTER_TEXT),
+    "refId": ("reference id", _FILTER_TEXT),
+    "user": ("submitting user", _FILTER_TEXT),
+    "namespace": ("Kubernetes namespace of the Task", _FILTER_TEXT),
 }
 assert set(_FILTER_DOCS) == set(LIST_FILTERS)
 
@@ -73,7 +82,7 @@ def _list_params(*, fixed: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         _query("until", _TIME, "Only records whose start (or creation) is before this time."),
         _query("sort", {"type": "string", "enum": ["-start", "start"], "default": "-start"}, "Newest first (-start) or oldest first (start)."),
         _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "Page size."),
-        _query("cursor", {"type": "string"}, "nextCursor of the previous page (opaque; valid with the same sort)."),
+        _query("cursor", {"type": "string", "minLength": 1, "maxLength": 1024}, "nextCursor of the previous page (opaque; valid with the same sort)."),
     ]
     return params
 
@@ -97,7 +106,7 @@ _RECORD_PROPS: dict[str, Any] = {
     "name": _NAME,
     "namespace": {"type": "string"},
     "kind": {"type": "string", "enum": list(KINDS)},
-    "type": {"type": "string", "enum": list(TYPES), "nullable": True},
+    "type": {"type": "string", "enum": [*TYPES, None], "nullable": True},
     "parent": {"type": "string", "nullable": True, "description": "The schedule (task) an execution belongs to."},
     "status": {"type": "string", "nullable": True},
     "statusReason": {"type": "string", "nullable": True},
@@ -129,9 +138,31 @@ _UPSERT_PROPS = {
     for k, v in _RECORD_PROPS.items()
     if k not in ("name", "logSize", "logChecksum", "created", "updated", "expires")
 }
-_UPSERT_PROPS = {**_UPSERT_PROPS, "logState": {"type": "string", "enum": ["lost"]}, "ttlSeconds": {"type": "integer", "minimum": 60}}
+_UPSERT_PROPS = {
+    **_UPSERT_PROPS,
+    "sequence": {"type": "integer", "minimum": 0},
+    "logState": {"type": "string", "enum": ["lost", None], "nullable": True},
+    "ttlSeconds": {"type": "integer", "minimum": 60, "maximum": 10 * 365 * 86400, "nullable": True},
+}
 
 _SECURED = [{"internalToken": []}]
+
+_NAMESPACE = _query("namespace", {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
+                    "Namespace of the Task (default: the gateway's --namespace).")
+
+
+def _operation(op_id: str, summary: str, path_param: tuple[str, str], *, body: dict[str, Any] | None = None,
+               errors: tuple[int, ...] = (400, 404, 503)) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": op_id,
+        "summary": summary,
+        "tags": ["schedule"],
+        "parameters": [_path_param(*path_param), _NAMESPACE],
+        "responses": {"200": _json(_ref("OperationResult"), "Done."), **_errors(*errors)},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
 
 
 def spec() -> dict[str, Any]:
@@ -157,7 +188,32 @@ def spec() -> dict[str, Any]:
                     "summary": "One task or execution record, with its spec",
                     "parameters": [_path_param("name", "Task or execution name.")],
                     "responses": {"200": _json(_ref("Record"), "The record."), **_errors(400, 404)},
-                }
+                },
+                "delete": _operation("deleteTask", "Delete (cancel) the Task resource; the cluster removes its CronJob, Jobs and Pods",
+                                     ("name", "Task name.")),
+            },
+            "/v1/tasks/{name}/pause": {
+                "post": _operation("pauseTask", "Pause a scheduled Task (spec.suspend: true)", ("name", "Task name."),
+                                   errors=(400, 404, 409, 503)),
+            },
+            "/v1/tasks/{name}/resume": {
+                "post": _operation("resumeTask", "Resume a paused scheduled Task (spec.suspend: false)", ("name", "Task name."),
+                                   errors=(400, 404, 409, 503)),
+            },
+            "/v1/tasks/{name}/run": {
+                "post": _operation("runTask", "Run now: a one-off Job from the Task's CronJob (kubectl create job --from=cronjob/NAME), named <task>-manual-<epoch minutes>",
+                                   ("name", "Task name."), errors=(400, 404, 409, 503)),
+            },
+            "/v1/agents/{agent}/invoke": {
+                "post": {
+                    **_operation("invokeAgent", "Create a Task running the built-in invoke action for the agent (scheduled with scheduleCron)",
+                                 ("agent", "Agent name."), body=_ref("InvokeRequest"), errors=(400, 409, 413, 503)),
+                    "parameters": [
+                        {"name": "agent", "in": "path", "required": True, "description": "Agent name.",
+                         "schema": {"type": "string", "pattern": AGENT_PATTERN}},
+                        _NAMESPACE,
+                    ],
+                },
             },
             "/v1/tasks/{name}/executions": {
                 "get": {
@@ -193,6 +249,28 @@ def spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/tasks/{execution}/logs/follow": {
+                "get": {
+                    "operationId": "followLog",
+                    "summary": "Follow the log: the stored bytes from offset, then new ones as they are uploaded, until the log is sealed",
+                    "description": (
+                        "A chunked text stream. It also ends, without error, when no byte arrived for the idle timeout, "
+                        "when the log is deleted or marked lost, and on shutdown: resume with offset = X-Log-Offset + bytes received."
+                    ),
+                    "parameters": [
+                        _path_param("execution", "Execution name."),
+                        _query("offset", {"type": "integer", "minimum": 0, "maximum": _MAX_OFFSET, "default": 0}, "Start at this byte."),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The log's bytes, streamed.",
+                            "headers": {"X-Log-Offset": {"description": "The first byte sent.", "schema": {"type": "integer"}}},
+                            "content": {"text/plain": {"schema": {"type": "string", "format": "binary"}}},
+                        },
+                        **_errors(400, 404, 416),
+                    },
+                }
+            },
             "/internal/tasks/{name}": {
                 "put": {
                     "operationId": "upsertRecord",
@@ -210,7 +288,7 @@ def spec() -> dict[str, Any]:
                     "security": _SECURED,
                     "parameters": [
                         _path_param("execution", "Execution name."),
-                        {"name": "offset", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 0}, "description": "Must equal the stored size."},
+                        {"name": "offset", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_OFFSET}, "description": "Must equal the stored size."},
                         {"name": "X-Log-Timestamp", "in": "header", "required": False, "schema": _TIME, "description": "Timestamp for every line starting in this body (default: receive time)."},
                         {"name": "X-Log-Cursor", "in": "header", "required": False, "schema": {"type": "string", "maxLength": 256}, "description": "Opaque resume cursor, stored once the whole body is durable; returned by /state."},
                     ],
@@ -329,6 +407,7 @@ def spec() -> dict[str, Any]:
                 "Finalize": {
                     "type": "object",
                     "required": ["size", "sha256"],
+                    "additionalProperties": False,
                     "properties": {
                         "size": {"type": "integer", "minimum": 0},
                         "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$", "nullable": True, "description": "null: seal with the stored bytes' digest (the uploader did not see every byte)."},
@@ -339,6 +418,32 @@ def spec() -> dict[str, Any]:
                     "properties": {"size": {"type": "integer"}, "sha256": {"type": "string"}, "logState": {"type": "string"}},
                 },
                 "Status": {"type": "object", "properties": {"status": {"type": "string"}}},
+                "OperationResult": {
+                    "type": "object",
+                    "required": ["success", "message"],
+                    "properties": {
+                        "success": {"type": "boolean"},
+                        "message": {"type": "string"},
+                        "task": {"type": "string", "description": "The Task acted on or created."},
+                        "namespace": {"type": "string"},
+                        "execution": {"type": "string", "description": "run: the Job started."},
+                    },
+                },
+                "InvokeRequest": {
+                    "type": "object",
+                    "required": ["input"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "input": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "The agent's input name."},
+                        "params": {"description": "Free JSON handed to the agent (default {})."},
+                        "scheduleCron": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "Kubernetes cron; without it the agent runs once."},
+                        "scheduleName": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "Task name, clobbered: project prefix, '_' -> '-', DNS-1123."},
+                        "timeZone": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "IANA zone of the schedule (needs scheduleCron)."},
+                        "concurrencyPolicy": {"type": "string", "enum": ["Allow", "Forbid", "Replace"], "description": "Needs scheduleCron."},
+                        "project": {"type": "string", "minLength": 1, "maxLength": 1024},
+                        "user": {"type": "string", "minLength": 1, "maxLength": 1024},
+                    },
+                },
             },
         },
     }

@@ -25,11 +25,12 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway import api_internal, api_public, ops
+from gateway import api_internal, api_public, api_schedule, ops
 from gateway.blobs import BlobStore
 from gateway.blobs_local import LocalBlobStore
 from gateway.clock import Clock
 from gateway.errors import GatewayError, NotFound, Unauthorized
+from gateway.kube import TaskOperations, open_client
 from gateway.metrics import Metrics
 from gateway.model import redact_url
 from gateway.records import RecordStore
@@ -76,7 +77,7 @@ def build_app(settings: Settings, *, clock: Clock, registry: CollectorRegistry, 
     )
     app = web.Application(middlewares=[observe, translate_errors, guard_internal])
     app[STATE] = state
-    app.add_routes(ops.routes() + api_public.routes() + api_internal.routes())
+    app.add_routes(ops.routes() + api_public.routes() + api_schedule.routes() + api_internal.routes())
     app.cleanup_ctx.append(_lifecycle)
     return app
 
@@ -89,10 +90,19 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await st.blobs.close()
         raise
+    try:
+        kube = await open_client(st.settings.kube, st.clock)
+    except BaseException:
+        await st.records.close()
+        await st.blobs.close()
+        raise
+    if kube is not None:
+        st.task_ops = TaskOperations(kube, st.settings.kube)
     sweeper = Sweeper(st.records, st.blobs, st.clock, st.settings.retention, st.metrics, st.logger)
     task = asyncio.create_task(sweeper.run(), name="gateway-retention-sweeper")
     st.logger.info(
         "gateway storage open",
+        kubernetes=kube.host if kube is not None else None,
         database=redact_url(st.settings.storage.database_url),
         blob_dir=st.settings.storage.blob_dir,
         schema_version=await st.records.schema_version(),
@@ -104,9 +114,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         try:
-            await st.records.close()
+            if kube is not None:
+                st.task_ops = None
+                await kube.close()
         finally:
-            await st.blobs.close()
+            try:
+                await st.records.close()
+            finally:
+                await st.blobs.close()
         st.logger.info("gateway storage closed")
 
 

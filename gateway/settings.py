@@ -87,9 +87,46 @@ class LogSettings:
     max_grep_bytes: int = 256
     """Longest ``grep`` pattern, substring or regex."""
 
+    follow_poll_interval: float = 0.5
+    """Seconds between two looks at a followed log's state when no upload woke the follower
+    (uploads and finalize in this process wake it at once)."""
+
+    follow_idle_timeout: float = 600.0
+    """A follow of a log that is not sealed ends after this many seconds without a new byte; the
+    client resumes with ``offset`` = the bytes it received."""
+
     upload_lock_timeout: float = 5.0
     """Seconds an upload waits for another upload of the same execution to end (a retry racing
     the server's notice of the dropped first try) before answering 409 ``upload_in_progress``."""
+
+
+@dataclass(frozen=True)
+class KubeSettings:
+    """Kubernetes access for the schedule operations (pause, resume, delete, run now, invoke).
+    Neither ``kubeconfig`` nor ``in_cluster``: no access, and those routes answer 503."""
+
+    kubeconfig: str | None = None
+    """Path of a kubeconfig file (its current context is used)."""
+
+    in_cluster: bool = False
+    """Use the pod's ServiceAccount (``KUBERNETES_SERVICE_HOST`` and the mounted token)."""
+
+    namespace: str = "default"
+    """Namespace of the Tasks when a request names none (``?namespace=``)."""
+
+    request_timeout: float = 30.0
+    """Seconds one Kubernetes API request may take."""
+
+    invoke_image: str = "ghcr.io/fabric/sys-invoke-skill:latest"
+    """Image of the built-in invoke action that ``POST /v1/agents/{agent}/invoke`` Tasks run
+    (the same default as ``taskctl agents invoke``)."""
+
+    invoke_command: tuple[str, ...] = ("node", "/dist/sys-invoke-skill.js")
+    """Command of that image."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.kubeconfig) or self.in_cluster
 
 
 @dataclass(frozen=True)
@@ -99,5 +136,6 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     logs: LogSettings = field(default_factory=LogSettings)
+    kube: KubeSettings = field(default_factory=KubeSettings)
     log_level: str = "info"
     """Level of the gateway's own structured log: debug, info, warning, error."""

@@ -13,6 +13,7 @@ from aiohttp import web
 from gateway.blobs import BlobStore
 from gateway.clock import Clock
 from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.follow import LogEvents
 from gateway.metrics import Metrics
 from gateway.records import RecordStore
 from gateway.settings import Settings
@@ -29,6 +30,12 @@ class AppState:
     #: Local ports of the internal listener once bound (empty: internal routes on every port).
     #: Written by ``server`` before the first request, read by the routing middleware.
     internal_ports: set[int] = field(default_factory=set)
+    #: The schedule operations (``gateway.kube``), or ``None`` without Kubernetes access (their
+    #: routes then answer 503). Set by ``server``'s lifecycle before the first request; closed by it.
+    task_ops: Any = None
+    #: Wakes log followers when an upload or finalize of their execution ended; notified by
+    #: ``api_internal``, awaited by ``api_public``'s follow (``gateway.follow``).
+    log_events: LogEvents = field(default_factory=LogEvents)
     #: Set by ``server`` when shutdown begins; ``/readyz`` then answers 503 so load balancers
     #: stop sending new requests while in-flight ones finish.
     draining: bool = False

@@ -48,9 +48,19 @@ def test_defaults_and_environment(tmp_path: Path) -> None:
     assert s.auth.internal_token == "from-file"
 
 
+def test_kubernetes_access_for_the_schedule_operations() -> None:
+    s = settings_from([], {"FABRIC_GATEWAY_INTERNAL_TOKEN": "abc"})
+    assert not s.kube.enabled and s.kube.namespace == "default"
+    s = settings_from(["--kubeconfig", "/k.yaml", "--namespace", "tasks"], {"FABRIC_GATEWAY_INTERNAL_TOKEN": "abc"})
+    assert s.kube.enabled and (s.kube.kubeconfig, s.kube.in_cluster, s.kube.namespace) == ("/k.yaml", False, "tasks")
+    s = settings_from([], {"FABRIC_GATEWAY_INTERNAL_TOKEN": "abc", "FABRIC_GATEWAY_IN_CLUSTER": "true"})
+    assert s.kube.enabled and s.kube.in_cluster and s.kube.kubeconfig is None
+
+
 @pytest.mark.parametrize(
     "argv, env",
     [
+        pytest.param(["--kubeconfig", "/k", "--in-cluster", "true"], {"FABRIC_GATEWAY_INTERNAL_TOKEN": "x"}, id="two-kube-sources"),
         pytest.param([], {}, id="no-token"),
         pytest.param(["--retention-days", "0"], {"FABRIC_GATEWAY_INTERNAL_TOKEN": "x"}, id="zero-retention"),
     ],

@@ -1,0 +1,147 @@
+"""Manifests for the operations users start by hand: run a schedule now, and schedule (or invoke)
+an agent. Pure: no I/O, no clock (``now`` is passed in), so the gateway's schedule routes and any
+other front end build the same objects and table tests can check them.
+
+- ``manual_job_name``   ``<task>-manual-<epoch minutes>`` (``<task>-m<minutes>`` past 63 characters);
+- ``job_from_cronjob``  what ``kubectl create job --from=cronjob/NAME`` sends: the CronJob's
+  ``jobTemplate`` as a Job owned by the CronJob, marked ``cronjob.kubernetes.io/instantiate: manual``;
+- ``clobber_name``      the seed's naming note for schedules: "prefixed with project and '_' => '-'
+  following k8s conventions" (``proj1`` + ``hubble_hourly`` -> ``proj1-hubble-hourly``), made a
+  valid Task name (a long name keeps its start plus a short digest of the whole);
+- ``invoke_task``       the Task that runs the built-in invoke action for an agent, with payload
+  ``{agentName, input, params}``.
+
+These follow the same rules as ``taskctl``'s ``agents invoke`` and ``run`` (``taskctl/agents.py``,
+``taskctl/kube_backend.py``), so a schedule made from either front end has the same name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from .names import MAX_TASK_NAME, validate_task_name
+
+#: Kubernetes' own marker on Jobs made by ``kubectl create job --from=cronjob/...``.
+MANUAL_ANNOTATION = "cronjob.kubernetes.io/instantiate"
+INVOKE_SKILL = "sys-invoke-skill"
+INVOKE_ACTION = "invoke"
+PROJECT_LABEL = "fabric.dev/project"
+MAX_JOB_NAME = 63
+_INVALID = re.compile(r"[^a-z0-9-]+")
+_DIGEST = 6
+
+
+def manual_job_name(task: str, now: datetime) -> str:
+    """The name of a run-now execution of ``task`` at ``now`` (timezone-aware)."""
+    if now.tzinfo is None:
+        raise ValueError("manual_job_name needs a timezone-aware datetime")
+    minutes = int(now.timestamp() // 60)
+    name = f"{task}-manual-{minutes}"
+    return name if len(name) <= MAX_JOB_NAME else f"{task}-m{minutes}"
+
+
+def job_from_cronjob(cronjob: dict[str, Any], job_name: str) -> dict[str, Any]:
+    """A one-off Job from ``cronjob``'s ``jobTemplate``, owned (controller) by the CronJob."""
+    meta = cronjob["metadata"]
+    template = cronjob["spec"]["jobTemplate"]
+    tmeta = template.get("metadata") or {}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name,
+            "namespace": meta.get("namespace"),
+            "labels": dict(tmeta.get("labels") or {}),
+            "annotations": {**(tmeta.get("annotations") or {}), MANUAL_ANNOTATION: "manual"},
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "CronJob",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": json.loads(json.dumps(template["spec"])),
+    }
+
+
+def _digest(*parts: Any) -> str:
+    raw = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(raw.encode()).hexdigest()[:_DIGEST]
+
+
+def normalise(text: str) -> str:
+    """Lower case; ``_`` and anything else a DNS-1123 label refuses -> ``-``; no doubled or edge ``-``."""
+    return re.sub("-{2,}", "-", _INVALID.sub("-", text.lower())).strip("-")
+
+
+def clobber_name(name: str, project: str | None, *, limit: int = MAX_TASK_NAME) -> str:
+    """``proj1`` + ``hubble_hourly`` -> ``proj1-hubble-hourly``; a name already carrying the
+    project prefix is not prefixed twice. ``ValueError`` when no letter or digit is left."""
+    base = normalise(name)
+    if not base:
+        raise ValueError(f"{name!r} has no letters or digits to name a task with")
+    prefix = normalise(project) if project else ""
+    full = base if not prefix or base == prefix or base.startswith(prefix + "-") else f"{prefix}-{base}"
+    if len(full) > limit:
+        full = f"{full[: limit - _DIGEST - 1].rstrip('-')}-{_digest(full)}"
+    validate_task_name(full)
+    return full
+
+
+def invoke_task(
+    agent: str,
+    input_name: str,
+    params: Any,
+    *,
+    schedule: str | None,
+    schedule_name: str | None,
+    time_zone: str | None,
+    concurrency: str | None,
+    project: str | None,
+    user: str | None,
+    source: str,
+    image: str,
+    command: list[str] | None,
+) -> dict[str, Any]:
+    """The Task manifest of one agent invocation; ``metadata.name`` is set for a named or
+    scheduled invocation (a scheduled one without a name is named ``<project>-<agent>-<digest of
+    input, params, cron, zone>``, so asking twice is "already exists"), else ``generateName``."""
+    meta: dict[str, Any] = {}
+    if schedule_name:
+        meta["name"] = clobber_name(schedule_name, project)
+    elif schedule:
+        base = clobber_name(agent, project, limit=MAX_TASK_NAME - _DIGEST - 1)
+        meta["name"] = f"{base}-{_digest(input_name, params, schedule, time_zone)}"
+    else:
+        meta["generateName"] = clobber_name(agent, project, limit=MAX_TASK_NAME - 6) + "-"
+    project_label = normalise(project)[:63].strip("-") if project else ""
+    if project_label:
+        meta["labels"] = {PROJECT_LABEL: project_label}
+    spec: dict[str, Any] = {"skillName": INVOKE_SKILL, "actionName": INVOKE_ACTION}
+    if project:
+        spec["projectId"] = project
+    if user:
+        spec["user"] = user
+    spec["source"] = source
+    spec["payload"] = {"agentName": agent, "input": input_name, "params": params}
+    if schedule:
+        spec["schedule"] = schedule
+        if time_zone:
+            spec["timeZone"] = time_zone
+        if concurrency:
+            spec["concurrencyPolicy"] = concurrency
+    template: dict[str, Any] = {"image": image}
+    if command:
+        template["command"] = list(command)
+    if project_label:
+        template["metadata"] = {"labels": {PROJECT_LABEL: project_label}}
+    spec["template"] = template
+    return {"apiVersion": "fabric.dev/v1alpha1", "kind": "Task", "metadata": meta, "spec": spec}

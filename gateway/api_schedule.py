@@ -1,0 +1,153 @@
+"""The schedule operations of the public API (``/v1``), acting on Task resources through the
+Kubernetes API (``gateway.kube``):
+
+- ``POST   /v1/tasks/{name}/pause``        merge-patch ``spec.suspend: true``
+- ``POST   /v1/tasks/{name}/resume``       merge-patch ``spec.suspend: false``
+- ``POST   /v1/tasks/{name}/run``          run now: a Job from the CronJob's ``jobTemplate``
+- ``DELETE /v1/tasks/{name}``              delete (cancel) the Task
+- ``POST   /v1/agents/{agent}/invoke``     create a Task running the built-in invoke action
+
+Each takes ``?namespace=`` (default ``KubeSettings.namespace``) and answers the seed's
+``{"success": true, "message": ...}`` plus the name it acted on. Input is checked before the
+cluster is asked; without Kubernetes access configured the routes answer 503
+``kubernetes_not_configured``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from controller.model import InvalidTask, validate_schedule, validate_time_zone
+from controller.model.operations import clobber_name
+from gateway.errors import BadRequest, Unavailable
+from gateway.kube import TaskOperations
+from gateway.model import check_name, reject_unknown
+from gateway.state import json_response, read_json, state_of
+
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+AGENT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_AGENT = re.compile(AGENT_PATTERN)
+CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
+INVOKE_FIELDS = {"input", "params", "scheduleCron", "scheduleName", "timeZone", "concurrencyPolicy", "project", "user"}
+_MAX_TEXT = 1024
+
+
+def _namespace(request: web.Request) -> str:
+    reject_unknown(request.query, {"namespace"})
+    ns = request.query.get("namespace", state_of(request).settings.kube.namespace)
+    if len(ns) > 63 or not _LABEL.match(ns):
+        raise BadRequest(f"namespace {ns[:80]!r} is not a valid namespace name (DNS-1123 label)", code="bad_namespace")
+    return ns
+
+
+def _ops(request: web.Request) -> TaskOperations:
+    ops = state_of(request).task_ops
+    if ops is None:
+        raise Unavailable(
+            "schedule operations need Kubernetes access: start the gateway with --kubeconfig or --in-cluster",
+            code="kubernetes_not_configured",
+        )
+    return ops
+
+
+def _ok(message: str, **extra: Any) -> web.Response:
+    return json_response({"success": True, "message": message, **extra})
+
+
+async def pause(request: web.Request) -> web.Response:
+    return await _suspend(request, True)
+
+
+async def resume(request: web.Request) -> web.Response:
+    return await _suspend(request, False)
+
+
+async def _suspend(request: web.Request, suspend: bool) -> web.Response:
+    name = check_name(request.match_info["name"])
+    namespace = _namespace(request)
+    message = await _ops(request).set_suspend(name, namespace, suspend)
+    return _ok(message, task=name, namespace=namespace)
+
+
+async def delete_task(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["name"])
+    namespace = _namespace(request)
+    message = await _ops(request).delete(name, namespace)
+    return _ok(message, task=name, namespace=namespace)
+
+
+async def run_now(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["name"])
+    namespace = _namespace(request)
+    ops = _ops(request)
+    job = await ops.run_now(name, namespace, state_of(request).clock.now())
+    return _ok(f'Successfully started execution "{job}" of task "{name}"', task=name, namespace=namespace, execution=job)
+
+
+def parse_invoke(body: Any) -> dict[str, Any]:
+    """Checks an invoke body; answers it with defaults filled in. 400 naming the field otherwise."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="bad_body")
+    unknown = sorted(set(body) - INVOKE_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; known: {', '.join(sorted(INVOKE_FIELDS))}", code="bad_body")
+    for key in INVOKE_FIELDS - {"params"}:
+        value = body.get(key)
+        if value is not None and (not isinstance(value, str) or not value or len(value) > _MAX_TEXT):
+            raise BadRequest(f"{key} must be a non-empty string of at most {_MAX_TEXT} characters", code="bad_body")
+    if not body.get("input"):
+        raise BadRequest("input is required: the agent's input name", code="bad_body")
+    cron = body.get("scheduleCron")
+    if cron is None:
+        for key in ("timeZone", "concurrencyPolicy"):
+            if body.get(key) is not None:
+                raise BadRequest(f"{key} needs scheduleCron", code="bad_body")
+    else:
+        try:
+            validate_schedule(cron)
+        except InvalidTask as exc:
+            raise BadRequest(f"scheduleCron: {exc.detail}", code="bad_schedule") from exc
+    if body.get("timeZone") is not None:
+        try:
+            validate_time_zone(body["timeZone"])
+        except InvalidTask as exc:
+            raise BadRequest(f"timeZone: {exc.detail}", code="bad_schedule") from exc
+    if body.get("scheduleName") is not None:
+        try:
+            clobber_name(body["scheduleName"], body.get("project"))
+        except (ValueError, InvalidTask) as exc:
+            detail = exc.detail if isinstance(exc, InvalidTask) else str(exc)
+            raise BadRequest(f"scheduleName: {detail}", code="bad_name") from exc
+    policy = body.get("concurrencyPolicy")
+    if policy is not None and policy not in CONCURRENCY_POLICIES:
+        raise BadRequest(f"concurrencyPolicy must be one of {', '.join(CONCURRENCY_POLICIES)}", code="bad_body")
+    return {**body, "params": body.get("params", {})}
+
+
+async def invoke_agent(request: web.Request) -> web.Response:
+    st = state_of(request)
+    agent = request.match_info["agent"]
+    if not _AGENT.match(agent):
+        raise BadRequest(f"agent {agent[:80]!r} is not a valid agent name ({AGENT_PATTERN})", code="bad_name")
+    namespace = _namespace(request)
+    body = parse_invoke(await read_json(request, st.settings.http.max_json_bytes))
+    ops = _ops(request)
+    name, _ = await ops.invoke(agent, namespace, body)
+    if body.get("scheduleCron"):
+        message = f'Scheduled agent {agent} ({body["input"]}) as task "{name}": {body["scheduleCron"]}'
+    else:
+        message = f'Invoked agent {agent} ({body["input"]}) as task "{name}"'
+    return _ok(message, task=name, namespace=namespace)
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/v1/tasks/{name}/pause", pause),
+        web.post("/v1/tasks/{name}/resume", resume),
+        web.post("/v1/tasks/{name}/run", run_now),
+        web.delete("/v1/tasks/{name}", delete_task),
+        web.post("/v1/agents/{agent}/invoke", invoke_agent),
+    ]

@@ -1,0 +1,181 @@
+"""The gateway's schedule operations against the real API server, with the operator running: the
+real app on a loopback port holding a ``KubeClient`` authenticated as the gateway's own
+ServiceAccount with the RBAC in ``manifests/gateway/rbac.yaml``. Pause sets
+``spec.suspend``, resume clears it, run-now makes a Job from the CronJob that the operator reports on
+the Task, invoke creates a scheduled Task whose CronJob appears, delete removes the Task; and the
+4xx answers for unknown tasks, one-off tasks, bad crons and names already taken.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import aiohttp
+import pytest
+import structlog
+import yaml
+from conftest import OPERATOR_NAMESPACE, REPO, kubectl
+from prometheus_client import CollectorRegistry
+
+from controller.kube import NotFound
+from controller.kube.resources import CRONJOBS, JOBS, TASKS
+from gateway.clock import RealClock
+from gateway.server import start
+from gateway.settings import AuthSettings, HttpSettings, KubeSettings, Settings, StorageSettings
+from tasks import eventually, task, task_manifest, wait_phase
+
+pytestmark = pytest.mark.e2e
+
+
+class Client:
+    def __init__(self, base: str, http: aiohttp.ClientSession) -> None:
+        self.base = base
+        self.http = http
+
+    async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        async with self.http.request(method, self.base + path, **kw) as resp:
+            return resp.status, await resp.json()
+
+
+GATEWAY_SERVICE_ACCOUNT = "fabric-task-gateway"
+
+
+@pytest.fixture(scope="module")
+def gateway_kubeconfig(installed: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A kubeconfig authenticating as the gateway's ServiceAccount with the RBAC of
+    manifests/gateway/, applied as a user would: the tests also prove those verbs are enough."""
+    kubectl(installed, "apply", "-f", str(REPO / "manifests" / "gateway" / "serviceaccount.yaml"),
+            "-f", str(REPO / "manifests" / "gateway" / "rbac.yaml"))
+    token = kubectl(installed, "create", "token", GATEWAY_SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE,
+                    "--duration", "2h").strip()
+    admin = yaml.safe_load(Path(installed).read_text())
+    context = next(c["context"] for c in admin["contexts"] if c["name"] == admin.get("current-context"))
+    cluster = next(c["cluster"] for c in admin["clusters"] if c["name"] == context["cluster"])
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": cluster}],
+        "users": [{"name": "gateway", "user": {"token": token}}],
+        "contexts": [{"name": "gateway", "context": {"cluster": "e2e", "user": "gateway"}}],
+        "current-context": "gateway",
+    }
+    path = tmp_path_factory.mktemp("gateway") / "kubeconfig.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.fixture
+async def gateway(gateway_kubeconfig: str, namespace: str, tmp_path: Path) -> AsyncIterator[Client]:
+    settings = Settings(
+        http=HttpSettings(host="127.0.0.1", port=0, shutdown_timeout=5),
+        storage=StorageSettings(database_url=f"sqlite:///{tmp_path}/tasks.db", blob_dir=str(tmp_path / "blobs")),
+        auth=AuthSettings(internal_token="e2e-token"),
+        kube=KubeSettings(kubeconfig=gateway_kubeconfig, namespace=namespace, invoke_image="busybox:1.36"),
+    )
+    logger = structlog.wrap_logger(structlog.PrintLogger(file=io.StringIO()))
+    running = await start(settings, clock=RealClock(), registry=CollectorRegistry(), logger=logger)
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    try:
+        yield Client(running.public_url, http)
+    finally:
+        await http.close()
+        await running.stop()
+
+
+def ok(reply: tuple[int, Any]) -> dict[str, Any]:
+    status, body = reply
+    assert status == 200, body
+    assert body["success"] is True, body
+    return body
+
+
+async def test_pause_resume_and_delete(installed, operator, kube, namespace, gateway: Client) -> None:
+    await kube.create(TASKS, task_manifest("nightly", schedule="@yearly"), namespace=namespace)
+    await wait_phase(kube, namespace, "nightly", "Active")
+
+    body = ok(await gateway.call("POST", "/v1/tasks/nightly/pause"))
+    assert body["message"] == 'Successfully paused task "nightly"'
+    assert (await task(kube, namespace, "nightly"))["spec"]["suspend"] is True
+    await wait_phase(kube, namespace, "nightly", "Paused")
+    again = ok(await gateway.call("POST", "/v1/tasks/nightly/pause"))
+    assert again["message"] == 'Task "nightly" is already paused'
+
+    body = ok(await gateway.call("POST", "/v1/tasks/nightly/resume", params={"namespace": namespace}))
+    assert body["message"] == 'Successfully resumed task "nightly"'
+    assert (await task(kube, namespace, "nightly"))["spec"]["suspend"] is False
+    await wait_phase(kube, namespace, "nightly", "Active")
+
+    status, body = await gateway.call("POST", "/v1/tasks/no-such-task/pause")
+    assert status == 404 and body["error"]["code"] == "not_found", body
+    assert "no-such-task" in body["error"]["message"]
+    await kube.create(TASKS, task_manifest("once"), namespace=namespace)
+    status, body = await gateway.call("POST", "/v1/tasks/once/pause")
+    assert status == 409 and "has no schedule" in body["error"]["message"], body
+
+    body = ok(await gateway.call("DELETE", "/v1/tasks/nightly"))
+    assert body["message"] == 'Successfully marked task "nightly" for delete'
+
+    async def gone() -> bool:
+        try:
+            await task(kube, namespace, "nightly")
+        except NotFound:
+            return True
+        return False
+
+    assert await eventually(gone, timeout=60, message="the Task is deleted")
+    status, body = await gateway.call("DELETE", "/v1/tasks/nightly")
+    assert status == 404, body
+
+
+async def test_run_now_makes_a_job_the_operator_reports(installed, operator, kube, namespace, gateway: Client) -> None:
+    await kube.create(TASKS, task_manifest("yearly-digest", schedule="@yearly"), namespace=namespace)
+    await wait_phase(kube, namespace, "yearly-digest", "Active")
+    await eventually(lambda: kube.get(CRONJOBS, "yearly-digest", namespace=namespace), timeout=30)
+
+    body = ok(await gateway.call("POST", "/v1/tasks/yearly-digest/run"))
+    execution = body["execution"]
+    assert execution.startswith("yearly-digest-manual-")
+    assert abs(int(execution.rsplit("-", 1)[1]) - time.time() // 60) <= 1
+    job = await kube.get(JOBS, execution, namespace=namespace)
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["controller"]) == ("CronJob", "yearly-digest", True)
+    assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
+
+    async def reported() -> Any:
+        executions = ((await task(kube, namespace, "yearly-digest")).get("status") or {}).get("executions") or []
+        return next((e for e in executions if e["name"] == execution and e["phase"] == "Succeeded"), None)
+
+    assert await eventually(reported, timeout=90, message="the operator reports the manual run on the Task")
+    status, body = await gateway.call("POST", "/v1/tasks/yearly-digest/run")
+    assert status == 409 and body["error"]["code"] == "already_exists", body
+    status, body = await gateway.call("POST", "/v1/tasks/not-there/run")
+    assert status == 404, body
+
+
+async def test_invoke_creates_a_scheduled_task_and_its_cronjob(installed, operator, kube, namespace, gateway: Client) -> None:
+    request = {"input": "input", "params": {"payload": {"text": "test cron"}}, "scheduleCron": "@hourly",
+               "scheduleName": "hubble_hourly", "project": "proj1", "timeZone": "Europe/Berlin"}
+    body = ok(await gateway.call("POST", "/v1/agents/hubble_agent/invoke", json=request))
+    assert body["task"] == "proj1-hubble-hourly"
+    assert body["message"] == 'Scheduled agent hubble_agent (input) as task "proj1-hubble-hourly": @hourly'
+    created = await wait_phase(kube, namespace, "proj1-hubble-hourly", "Active")
+    spec = created["spec"]
+    assert (spec["skillName"], spec["actionName"], spec["schedule"], spec["projectId"], spec["timeZone"]) == (
+        "sys-invoke-skill", "invoke", "@hourly", "proj1", "Europe/Berlin")
+    assert spec["payload"] == {"agentName": "hubble_agent", "input": "input", "params": {"payload": {"text": "test cron"}}}
+    cron = await eventually(lambda: kube.get(CRONJOBS, "proj1-hubble-hourly", namespace=namespace), timeout=30,
+                            message="the operator creates the CronJob")
+    assert cron["spec"]["schedule"] == "@hourly"
+
+    status, body = await gateway.call("POST", "/v1/agents/hubble_agent/invoke", json=request)
+    assert status == 409 and body["error"]["code"] == "already_exists", body
+    status, body = await gateway.call("POST", "/v1/agents/hubble_agent/invoke", json={"input": "x", "scheduleCron": "0 25 * * *"})
+    assert status == 400 and body["error"]["message"] == (
+        "scheduleCron: invalid cron expression '0 25 * * *': hour 25 out of range 0-23 (field 2)"), body
+
+    once = ok(await gateway.call("POST", "/v1/agents/hubble_agent/invoke", json={"input": "input", "project": "proj1"}))
+    assert once["task"].startswith("proj1-hubble-agent-")
+    await wait_phase(kube, namespace, once["task"], "Succeeded")
