@@ -62,6 +62,8 @@ class _Job:
 
 
 class LogShipperPool:
+    """At most ``max_streams`` log streams, a queue of ``queue_size`` in front; see the module."""
+
     def __init__(
         self,
         client: KubeClient,
@@ -87,8 +89,9 @@ class LogShipperPool:
                                  bytes_per_second=bytes_per_second)
         self.shipper = Shipper(client, clock=clock, throttle=self.throttle, options=options,
                                observer=self)
-        # Every execution queued or being shipped, by name: exactly the ones in _queue plus the
-        # ones in _active. submit() adds, the worker that finishes one removes it.
+        # Every execution submitted and not yet done, by name: the ones whose submit() waits for
+        # room, the ones in _queue and the ones in _active. submit() adds (before it waits, so a
+        # duplicate is refused at once); the worker that finishes one, or close(), removes it.
         self._jobs: dict[str, _Job] = {}
         self._queue: asyncio.Queue[_Job] = asyncio.Queue(maxsize=queue_size)
         # Executions a worker is shipping -> the wall-clock timestamp (epoch s) of their last stored

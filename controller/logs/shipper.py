@@ -5,13 +5,14 @@ stored (or found lost, or failed for good) and returns the ``Outcome``:
 
 1. Ask the sink what it holds (``size``, ``cursor``); ``retained`` (``NullSink``): done; already
    ``complete``: done.
-2. Until ``terminal`` is set, follow ``GET .../pods/{pod}/log?follow=true&timestamps=true``
-   (``sinceTime`` from the cursor) through ``KubeClient.stream``, decode with
-   ``controller.logs.cursor.LogDecoder`` and append to the sink in batches of ``chunk_bytes`` (or
-   whatever arrived within ``flush_seconds``), each with the cursor describing it. A follow that
-   ends cleanly (a real kubelet ends it when the container exits) or stays silent for
-   ``idle_reconnect_seconds`` is reopened from the sink's state. kwok's follow never ends:
-   ``terminal`` (set by the caller when the pod reached Succeeded/Failed) stops it.
+2. Until ``terminal`` is set: read the backlog with plain requests (``catch_up_bytes``), then
+   follow ``GET .../pods/{pod}/log?follow=true&timestamps=true`` (``sinceTime`` from the cursor)
+   through ``KubeClient.stream``; decode with ``controller.logs.cursor.LogDecoder`` and append to
+   the sink in batches of ``chunk_bytes`` (or whatever arrived within ``flush_seconds``), each with
+   the cursor describing it. A follow that ends cleanly (a real kubelet ends it when the container
+   exits) or stays silent for ``idle_reconnect_seconds`` is reopened from the sink's state. kwok's
+   follow never ends: ``terminal`` (set by the caller when the pod reached Succeeded/Failed)
+   stops it.
 3. Then one non-follow read from the cursor delivers the remainder, including an unterminated
    last line, and ``finalize`` seals the log with its size and sha256.
 
@@ -23,8 +24,8 @@ its log are gone: ``Lost``) and every other permanent error (``Failed``): RBAC, 
 a sink that refuses, a checksum mismatch. Cancelling ``ship`` is always safe: the next ship of
 the same execution, in this process or another, resumes from the sink.
 
-Memory per stream: one read chunk, one batch (``chunk_bytes``), and the decoder's ~48 bytes;
-never a line, never the log.
+Memory per stream: one read chunk (aiohttp's buffer), one batch (``chunk_bytes``) and the
+decoder's ~48 bytes; never a line, never the log.
 
 The checksum: the shipper hashes every byte it hands to the sink, in order. Within one ``ship``
 the hash survives retries: bytes the sink took from a failed append are re-read from the API and

@@ -239,8 +239,12 @@ class GatewaySink:
       other than the stored size -> 409 ``{"size": stored}``. The gateway stores the cursor
       only together with the complete body it came with (an interrupted body keeps the old one).
     - ``POST {base}/internal/tasks/{execution}/logs/finalize`` ``{"size": N, "sha256": hex|null}``
-      -> ``{"size": N, "sha256": hex}``; 409 ``{"size": stored}`` when N is not the stored size,
-      422 when the digest differs from the stored bytes'; ``null`` asks the gateway to use its own.
+      -> ``{"size": N, "sha256": hex}``; 409 ``{"size": stored}`` when N is not the stored size;
+      a digest that differs from the stored bytes' is 422 or 409 with error code
+      ``checksum_mismatch``; ``null`` asks the gateway to seal with its own digest.
+
+    Error bodies may be the gateway's ``{"error": {"code", "message"}, ...}``; a 400 with code
+    ``upload_interrupted`` (the gateway saw our body end early) is transient.
 
     Errors: connection failures, 429 and 5xx -> ``SinkUnavailable`` (with Retry-After); other
     4xx -> ``SinkRejected``. The session is the caller's (shared, closed by the caller).
@@ -293,6 +297,8 @@ class GatewaySink:
         )
         if status == 409:
             raise OffsetMismatch(_size_of(body), f"{execution}: the gateway holds {_size_of(body)} bytes")
+        if status == 400 and _error_code(body) == "upload_interrupted":
+            raise SinkUnavailable(f"{execution}: the gateway saw the body end early")
         self._raise_for(status, body, "append")
         return _size_of(body)
 
@@ -301,11 +307,12 @@ class GatewaySink:
             "POST", self._url(execution, "/finalize"), json={"size": size, "sha256": sha256},
             timeout=self._timeout,
         )
+        code = _error_code(body)
+        if (status == 422 or code == "checksum_mismatch") and sha256 is not None:
+            raise ChecksumMismatch(sha256, str(body.get("sha256", "?")))
         if status == 409:
             raise OffsetMismatch(_size_of(body), f"{execution}: finalize at {size}, the gateway holds "
                                                  f"{_size_of(body)}")
-        if status == 422 and sha256 is not None:
-            raise ChecksumMismatch(sha256, str(body.get("sha256", "?")))
         self._raise_for(status, body, "finalize")
         digest = body.get("sha256")
         if not isinstance(digest, str):
@@ -336,6 +343,12 @@ class GatewaySink:
     def _raise_for(status: int, body: dict[str, Any], what: str) -> None:
         if not 200 <= status < 300:
             raise SinkRejected(f"gateway {what}: {status} {body.get('error') or body}")
+
+
+def _error_code(body: dict[str, Any]) -> str | None:
+    """The gateway's error code (``{"error": {"code": ...}}``), if it sent one."""
+    error = body.get("error")
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def _size_of(body: dict[str, Any]) -> int:

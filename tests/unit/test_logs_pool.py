@@ -148,13 +148,13 @@ async def test_a_second_submit_of_the_same_execution_is_a_no_op(api, client, tmp
     assert await pool.submit("job-0", "ns", "pod-0", None, terminal) is False  # running
     terminal.set()
     await done.wait_for(1)
-    assert [r["follow"] for r in api.requests] == ["true", "false"]
+    assert [r["follow"] for r in api.requests] == ["false", "true", "false"]  # catch up, follow, final
     # Done: a new submit ships again, and a stored log answers from the sink without reading.
     done.outcomes.clear()
     assert await pool.submit("job-0", "ns", "pod-0", None, terminal) is True
     await done.wait_for(1)
     assert isinstance(done.outcomes["job-0"], Stored)
-    assert len(api.requests) == 2
+    assert len(api.requests) == 3
     await pool.close()
     await runner
 

@@ -73,9 +73,23 @@ async def test_follow_then_final_read_is_byte_identical(api, client, tmp_path):
     expected = content_of(recs)
     assert outcome == Stored(len(expected), hashlib.sha256(expected).hexdigest(), verified=True)
     assert sink.log_path("job-1").read_bytes() == expected
-    follow, final = api.requests[0], api.requests[-1]
-    assert follow["follow"] == "true" and "sinceTime" not in follow and follow["container"] == "main"
+    # The backlog is read plainly first, then followed, then the rest is read after the end.
+    catch_up, follow, final = api.requests
+    assert catch_up["follow"] == "false" and "sinceTime" not in catch_up and catch_up["container"] == "main"
+    assert follow["follow"] == "true" and follow["sinceTime"] == "2025-06-01T10:00:14Z"
     assert final["follow"] == "false" and final["sinceTime"] == "2025-06-01T10:00:14Z"  # the open last line is not a record yet
+
+
+async def test_without_catch_up_the_log_is_followed_at_once(api, client, tmp_path):
+    recs = sample(lines=500)
+    api.pods[("ns", "p")] = FakePod(recs)
+    terminal = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.3, terminal.set)
+    sink = DirectorySink(tmp_path, fsync=False)
+    outcome = await shipper(client, catch_up_bytes=0).ship("job-1", "ns", "p", "main", sink, terminal)
+    assert isinstance(outcome, Stored) and sink.log_path("job-1").read_bytes() == content_of(recs)
+    assert [r["follow"] for r in api.requests] == ["true", "false"]
+    assert "sinceTime" not in api.requests[0]
 
 
 async def test_lines_written_while_following_arrive_and_are_flushed_promptly(api, client, tmp_path):
@@ -95,6 +109,39 @@ async def test_lines_written_while_following_arrive_and_are_flushed_promptly(api
     outcome = await task
     assert isinstance(outcome, Stored) and outcome.verified
     assert len([r for r in api.requests if r["follow"] == "true"]) == 1
+
+
+async def test_terminal_during_an_append_lets_the_append_finish(api, client, tmp_path):
+    """The follow is stopped while its reader is inside a slow append: no lost or doubled bytes,
+    and no error-driven resume (the append completes before the request is closed)."""
+
+    class SlowSink(DirectorySink):
+        async def append(self, execution, offset, chunk, cursor):
+            size = await super().append(execution, offset, chunk, cursor)
+            await asyncio.sleep(0.05)
+            return size
+
+    class Resumes:
+        count = 0
+
+        def appended(self, *args):
+            pass
+
+        def resumed(self, execution, error):
+            Resumes.count += 1
+
+    recs = sample(seed=6)
+    api.pods[("ns", "p")] = FakePod(recs, pace=0.0005)
+    sink = SlowSink(tmp_path, fsync=False)
+    for delay in (0.12, 0.2, 0.31):
+        terminal = asyncio.Event()
+        asyncio.get_running_loop().call_later(delay, terminal.set)
+        ship = Shipper(client, clock=RealClock(), observer=Resumes(),
+                       options=ShipOptions(**{**FAST.__dict__, "catch_up_bytes": 0, "chunk_bytes": 2000}))
+        outcome = await ship.ship(f"job-{delay}".replace(".", "-"), "ns", "p", None, sink, terminal)
+        assert isinstance(outcome, Stored) and outcome.verified
+        assert sink.log_path(f"job-{delay}".replace(".", "-")).read_bytes() == content_of(recs)
+    assert Resumes.count == 0
 
 
 async def test_a_silent_follow_is_reopened_from_the_cursor(api, client, tmp_path):
@@ -250,3 +297,26 @@ async def test_an_already_stored_log_is_not_read_again(api, client, tmp_path):
     outcome = await shipper(client).ship("job-1", "ns", "p", None, sink, asyncio.Event())
     assert outcome == Stored(2, digest, verified=False)
     assert api.requests == []
+
+
+async def test_ship_into_the_real_gateway(api, client, tmp_path):
+    """The whole path into the gateway app of this repository (SQLite), interrupted twice."""
+    from test_logs_sinks import start_gateway_app
+
+    recs = sample(seed=8)
+    size = len(content_of(recs))
+    api.pods[("ns", "p")] = FakePod(recs, fail_after=[size // 3, size // 2])
+    running = await start_gateway_app(tmp_path)
+    try:
+        async with aiohttp.ClientSession() as session:
+            sink = GatewaySink(running.internal_url, "gateway-token", session)
+            terminal = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.5, terminal.set)
+            outcome = await shipper(client).ship("job-1", "ns", "p", "main", sink, terminal)
+            state = await sink.state("job-1")
+    finally:
+        await running.stop()
+    expected = content_of(recs)
+    assert outcome == Stored(len(expected), hashlib.sha256(expected).hexdigest(), verified=True)
+    assert state.complete and state.size == len(expected)
+    assert (tmp_path / "blobs" / "tasks" / "job-1" / "log.txt").read_bytes() == expected

@@ -34,11 +34,40 @@ async def session():
         yield s
 
 
-@pytest.fixture(params=["directory", "gateway"])
+async def start_gateway_app(tmp_path):
+    """The real gateway (``gateway.server``) on SQLite, as the operator will talk to it."""
+    import io
+
+    import structlog
+    from prometheus_client import CollectorRegistry
+
+    from gateway.clock import RealClock
+    from gateway.server import start
+    from gateway.settings import AuthSettings, HttpSettings, Settings, StorageSettings
+
+    settings = Settings(
+        http=HttpSettings(host="127.0.0.1", port=0, shutdown_timeout=2),
+        storage=StorageSettings(database_url=f"sqlite:///{tmp_path}/gateway.db", blob_dir=str(tmp_path / "blobs")),
+        auth=AuthSettings(internal_token="gateway-token"),
+    )
+    logger = structlog.wrap_logger(structlog.PrintLogger(file=io.StringIO()))
+    return await start(settings, clock=RealClock(), registry=CollectorRegistry(), logger=logger)
+
+
+@pytest.fixture(params=["directory", "gateway-fake", "gateway-app"])
 async def sink(request, tmp_path, gateway, session):
+    """Each sink: the directory one, GatewaySink against the contract's fake, and GatewaySink
+    against the real gateway app (SQLite), which implements the same internal API."""
     if request.param == "directory":
-        return DirectorySink(tmp_path, fsync=True)
-    return GatewaySink(gateway.url, gateway.token, session)
+        yield DirectorySink(tmp_path, fsync=True)
+    elif request.param == "gateway-fake":
+        yield GatewaySink(gateway.url, gateway.token, session)
+    else:
+        running = await start_gateway_app(tmp_path)
+        try:
+            yield GatewaySink(running.internal_url, "gateway-token", session)
+        finally:
+            await running.stop()
 
 
 async def pieces(*parts: bytes, fail: bool = False) -> AsyncIterator[bytes]:
