@@ -38,6 +38,7 @@ from controller.kube.config import load_cluster_config
 from controller.kube.resources import CRONJOBS, EVENTS, JOBS, PODS, TASKS, Resource
 from controller.model import InvalidTask, job_for_task, parse_task, parse_time
 from controller.model.labels import KIND, LABEL_JOB_NAME, LABEL_TASK
+from controller.model.operations import job_from_cronjob, manual_job_name
 
 from .backend import LineWindow, ListQuery, LogOptions, LogSink, status_matches
 from .documents import place_task
@@ -57,7 +58,6 @@ FIELD_MANAGER = "taskctl"
 PAGE = 500
 DRAIN_IDLE = 0.5
 DRAIN_MAX = 5.0
-MAX_JOB_NAME = 63
 TERMINAL_POD_PHASES = ("Succeeded", "Failed")
 
 
@@ -436,32 +436,13 @@ class KubeBackend:
             spec = parse_task(task)
         except InvalidTask as exc:
             raise CliError(f'task "{name}" cannot run: {exc.message}') from exc
-        minutes = int(now.timestamp() // 60)
-        job_name = f"{name}-manual-{minutes}"
-        if len(job_name) > MAX_JOB_NAME:
-            job_name = f"{name}-m{minutes}"
+        job_name = manual_job_name(name, now)
         if spec.is_scheduled:
             cronjob = await self._get(CRONJOBS, name)
             if cronjob is None:
                 raise CliError(f"CronJob {name} does not exist yet: the operator creates it from the task "
                                "(is the operator running?)")
-            template = cronjob["spec"]["jobTemplate"]
-            tmeta = template.get("metadata") or {}
-            job = {
-                "apiVersion": "batch/v1",
-                "kind": "Job",
-                "metadata": {
-                    "name": job_name,
-                    "namespace": self.namespace,
-                    "labels": dict(tmeta.get("labels") or {}),
-                    "annotations": {**(tmeta.get("annotations") or {}), MANUAL_ANNOTATION: "manual"},
-                    "ownerReferences": [{
-                        "apiVersion": "batch/v1", "kind": "CronJob", "name": name,
-                        "uid": cronjob["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True,
-                    }],
-                },
-                "spec": template["spec"],
-            }
+            job = job_from_cronjob(cronjob, job_name)
         else:
             job = job_for_task(task, spec, now)
             job["metadata"]["name"] = job_name
