@@ -12,6 +12,7 @@ computed from a stale Task is refused with 409 and recomputed), and Events.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import structlog
@@ -41,6 +42,8 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 MAX_SCHEDULE_REQUEUE_SECONDS = 3600.0
 # How soon to look again when the log shipper's queue was full.
 LOG_QUEUE_FULL_RETRY_SECONDS = 5.0
+# Executions whose final record sequence is remembered (see TaskReconciler._final_sequences).
+MAX_REMEMBERED_EXECUTIONS = 100_000
 # How often to look whether the gateway confirmed the record of a Job waiting to be deleted.
 GATEWAY_CONFIRMATION_POLL_SECONDS = 2.0
 
@@ -87,10 +90,11 @@ class TaskReconciler:
         self._history = execution_history
         self._logs = logs
         self._reporter = reporter
-        # execution -> sequence of its last reported record that carried a terminal phase and a
+        # execution -> sequence of the first reported record that carried a terminal phase and a
         # final log state; the Job may be deleted once the gateway confirmed that sequence.
-        # Rebuilt by the first reconcile after a restart (records are reported every time).
-        self._final_sequences: dict[str, int] = {}
+        # Rebuilt by reconciles (records are reported every time), so it is only a bounded LRU:
+        # a forgotten entry is set again by the next reconcile of its Task.
+        self._final_sequences: OrderedDict[str, int] = OrderedDict()
 
     async def __call__(self, key: str) -> Result:
         task = self._tasks.get(key)
@@ -224,8 +228,10 @@ class TaskReconciler:
             self._reporter.submit(execution["name"], execution_record(task, spec, execution), sequence)
             final = execution.get("phase") in TERMINAL_PHASES and \
                 (execution.get("log") or {}).get("state") in FINAL_LOG_STATES
-            if final:
-                self._final_sequences.setdefault(execution["name"], sequence)
+            if final and execution["name"] not in self._final_sequences:
+                self._final_sequences[execution["name"]] = sequence
+                if len(self._final_sequences) > MAX_REMEMBERED_EXECUTIONS:
+                    self._final_sequences.popitem(last=False)
 
     def _confirmed(self, execution: str) -> bool:
         """Whether the gateway holds the execution's final record (always, without a gateway)."""
