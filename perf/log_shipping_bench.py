@@ -31,6 +31,7 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -157,6 +158,7 @@ def _status_kb(field: str, pid: str = "self") -> int:
 def run_child(config: str, namespace: str, pods: list[str], mode: str, store: Path, expect: int, sha256: str,
               fsync: bool) -> dict:
     shutil.rmtree(store, ignore_errors=True)
+    cpu = _children_cpu()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", "--kubeconfig", config, "--namespace", namespace,
          "--pods", ",".join(pods), "--mode", mode, "--store", str(store), "--expect", str(expect),
@@ -184,6 +186,7 @@ def run_child(config: str, namespace: str, pods: list[str], mode: str, store: Pa
         raise SystemExit(f"shipping child failed with {proc.returncode}")
     result = json.loads(out.strip().splitlines()[-1])
     result["hwm_kb"] = max(result["hwm_kb"], peak)
+    result["cpu_s"] = _children_cpu() - cpu
     shutil.rmtree(store, ignore_errors=True)
     return result
 
@@ -191,18 +194,32 @@ def run_child(config: str, namespace: str, pods: list[str], mode: str, store: Pa
 # -- the parent ------------------------------------------------------------------------------
 
 
-def timed(cmd: list[str], stdout=subprocess.DEVNULL) -> float:
+CPU: dict[str, list[float]] = {}
+"""CPU seconds (user + system) each tool's process used, by tool name, one entry per run."""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], stdout=subprocess.DEVNULL, name: str | None = None) -> float:
     started = time.monotonic()
+    cpu = _children_cpu()
     subprocess.run(cmd, check=True, stdout=stdout)
+    if name:
+        CPU.setdefault(name, []).append(_children_cpu() - cpu)
     return time.monotonic() - started
 
 
 def timed_parallel(cmds: list[list[str]]) -> float:
     started = time.monotonic()
+    cpu = _children_cpu()
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for cmd in cmds]
     for proc in procs:
         if proc.wait() != 0:
             raise SystemExit(f"{proc.args[0]} failed")
+    CPU.setdefault("parallel curls", []).append(_children_cpu() - cpu)
     return time.monotonic() - started
 
 
@@ -273,21 +290,23 @@ def main() -> None:
         for round_no in range(args.rounds):
             # The tools take turns within a round, so a busy machine slows them alike.
             results: dict[str, float] = {}
-            results["curl (HTTP/2)"] = timed(curl)
-            results["curl --http1.1"] = timed(curl_h1)
+            results["curl (HTTP/2)"] = timed(curl, name="curl (HTTP/2)")
+            results["curl --http1.1"] = timed(curl_h1, name="curl --http1.1")
             results["curl"] = min(results["curl (HTTP/2)"], results["curl --http1.1"])
             with open(work / "kubectl.out", "wb") as out:
                 results["kubectl logs > file"] = timed([*kubectl, "logs", "-n", namespace, pods[0], "-c", "main"],
-                                                       stdout=out)
+                                                       stdout=out, name="kubectl logs > file")
             kubectl_ok &= _sha256(work / "kubectl.out") == generated.sha256
             (work / "kubectl.out").unlink()
             exited = run_child(config, namespace, pods[:1], "exited", store, generated.size, generated.sha256,
                                args.fsync)
             results["ship (pod exited)"] = exited["sealed_s"]
+            CPU.setdefault("ship (pod exited)", []).append(exited["cpu_s"])
             follow = run_child(config, namespace, pods[:1], "follow", store, generated.size, generated.sha256,
                                args.fsync)
             results["ship (follow): caught up"] = follow["stored_s"]
             results["ship (follow): sealed"] = follow["sealed_s"]
+            CPU.setdefault("ship (follow): sealed", []).append(follow["cpu_s"])
             identical &= exited["ok"] and follow["ok"]
             hwm["exited"] = max(hwm["exited"], exited["hwm_kb"])
             hwm["follow"] = max(hwm["follow"], follow["hwm_kb"])
@@ -297,13 +316,15 @@ def main() -> None:
 
         print(f"\none log, {size_mib:.0f} MiB content, same endpoint, {args.rounds} round(s), medians "
               f"(kubectl logs == generated content: {kubectl_ok}; every shipped log byte-identical: {identical})")
-        print(f"  {'tool':34} {'seconds':>8} {'MiB/s':>8} {'vs curl':>8} {'vs kubectl':>10}")
-        print(f"  ('curl' is the faster of the two curls in each round: the path's limit)")
+        print(f"  {'tool':34} {'seconds':>8} {'MiB/s':>8} {'vs curl':>8} {'vs kubectl':>10} {'CPU s/GiB':>10}")
+        print(f"  ('curl' is the faster of the two curls in each round: the path's limit; CPU is the "
+              f"tool's own process)")
         for name in rounds[0]:
             seconds = statistics.median(r[name] for r in rounds)
             vs_curl = statistics.median(r["curl"] / r[name] for r in rounds)
             vs_kubectl = statistics.median(r["kubectl logs > file"] / r[name] for r in rounds)
-            print(f"  {name:34} {seconds:8.2f} {size_mib / seconds:8.1f} {vs_curl:8.2f} {vs_kubectl:10.2f}")
+            cpu = f"{statistics.median(CPU[name]) * 1024 / size_mib:10.1f}" if name in CPU else f"{'':10}"
+            print(f"  {name:34} {seconds:8.2f} {size_mib / seconds:8.1f} {vs_curl:8.2f} {vs_kubectl:10.2f} {cpu}")
         print(f"  shipping process peak RSS (VmHWM): exited {hwm['exited'] / 1024:.1f} MiB, "
               f"follow {hwm['follow'] / 1024:.1f} MiB (after imports, before shipping: {baseline / 1024:.1f} MiB)")
 
@@ -318,6 +339,8 @@ def main() -> None:
             print(f"  {n} curls in parallel (HTTP/2)  {parallel_curl:8.2f} s {total / parallel_curl:8.1f} MiB/s")
             print(f"  pool, {n} streams (pods exited)  {many['sealed_s']:8.2f} s {total / many['sealed_s']:8.1f} MiB/s"
                   f"   ratio to curl {parallel_curl / many['sealed_s']:.2f}   byte-identical: {many['ok']}")
+            print(f"  CPU s/GiB: curls {CPU['parallel curls'][0] * 1024 / total:.1f}, "
+                  f"shipping process {many['cpu_s'] * 1024 / total:.1f}")
             print(f"  shipping process peak RSS (VmHWM): {many['hwm_kb'] / 1024:.1f} MiB")
     finally:
         subprocess.run([*kubectl, "delete", "namespace", namespace, "--wait=false"], stdout=subprocess.DEVNULL,
