@@ -115,6 +115,19 @@ class TaskView:
 # --- from Kubernetes objects ---------------------------------------------------------------------
 
 
+
+def _spec_settings(spec: dict[str, Any], scheduled: bool) -> dict[str, Any]:
+    """The view fields read straight from a Task's spec (the resource's, or the copy a gateway
+    record keeps), so both backends describe a Task the same way."""
+    return {
+        "time_zone": spec.get("timeZone"),
+        "concurrency": spec.get("concurrencyPolicy") or ("Allow" if scheduled else None),
+        "starting_deadline": _int(spec.get("startingDeadlineSeconds")),
+        "history_limits": (_int(spec.get("successfulJobsHistoryLimit")), _int(spec.get("failedJobsHistoryLimit"))),
+        "backoff_limit": _int(spec.get("backoffLimit")),
+        "active_deadline": _int(spec.get("activeDeadlineSeconds")),
+    }
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -208,13 +221,8 @@ def task_from_object(obj: dict[str, Any], *, executions: list[ExecutionView] | N
         skill=spec.get("skillName"),
         action=spec.get("actionName"),
         schedule=schedule,
-        time_zone=spec.get("timeZone"),
         description=status.get("scheduleDescription"),
-        concurrency=spec.get("concurrencyPolicy") or ("Allow" if schedule else None),
-        starting_deadline=_int(spec.get("startingDeadlineSeconds")),
-        history_limits=(_int(spec.get("successfulJobsHistoryLimit")), _int(spec.get("failedJobsHistoryLimit"))),
-        backoff_limit=_int(spec.get("backoffLimit")),
-        active_deadline=_int(spec.get("activeDeadlineSeconds")),
+        **_spec_settings(spec, bool(schedule)),
         created=created,
         started=started,
         finished=finished,
@@ -286,12 +294,7 @@ def task_from_record(rec: dict[str, Any], executions: list[ExecutionView] | None
         skill=rec.get("skillName"),
         action=rec.get("actionName"),
         schedule=schedule,
-        time_zone=spec.get("timeZone"),
-        concurrency=spec.get("concurrencyPolicy") or ("Allow" if scheduled else None),
-        starting_deadline=_int(spec.get("startingDeadlineSeconds")),
-        history_limits=(_int(spec.get("successfulJobsHistoryLimit")), _int(spec.get("failedJobsHistoryLimit"))),
-        backoff_limit=_int(spec.get("backoffLimit")),
-        active_deadline=_int(spec.get("activeDeadlineSeconds")),
+        **_spec_settings(spec, scheduled),
         created=created,
         started=start or created,
         finished=parse_time(rec.get("end")),
