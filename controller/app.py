@@ -21,11 +21,14 @@ from controller.clock import Clock
 from controller.events import EventRecorder
 from controller.informer import Informer
 from controller.kube import KubeClient
-from controller.kube.resources import CRONJOBS, JOBS, PODS, TASKS
+from controller.kube.resources import CRONJOBS, JOBS, PODS, TASKPOOLS, TASKS
 from controller.leader import LeaderElector
 from controller.logs import DirectorySink, GatewaySink, LogMetrics, LogShipperPool, LogSink
+from controller.model.admission import is_gated
 from controller.model.labels import LABEL_MANAGED_BY, MANAGED_BY
 from controller.ops import OpsServer
+from controller.reconcile.admission import KEY as ADMISSION_KEY
+from controller.reconcile.admission import Admission, AdmissionMetrics
 from controller.reconcile.logs import LogCoordinator
 from controller.reconcile.loop import ReconcileLoop
 from controller.reconcile.metrics import ReconcileMetrics
@@ -37,11 +40,18 @@ from controller.workqueue import RateLimitingQueue, WorkqueueMetrics, default_co
 log = structlog.get_logger(__name__)
 
 CONTROLLER_NAME = "task"
+ADMISSION_CONTROLLER_NAME = "admission"
 
 
 def _key(obj: dict) -> str:
     meta = obj["metadata"]
     return f"{meta['namespace']}/{meta['name']}"
+
+
+def _pool_of_task(task: dict) -> list[str]:
+    """Index function: the task pool a Task names (raw spec; validation happens in reconcile)."""
+    pool = (task.get("spec") or {}).get("taskPool")
+    return [pool] if isinstance(pool, str) and pool else []
 
 
 def _enqueue_handlers(keys_of: Callable[[dict], list[str]], queue: RateLimitingQueue) -> dict:
@@ -66,18 +76,22 @@ class Operator:
         rs = settings.reconcile
         children = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
         common = dict(clock=clock, namespace=rs.namespace, resync_period=rs.resync_seconds)
-        self.tasks = Informer(client, TASKS, name="tasks", **common)
+        self.tasks = Informer(client, TASKS, name="tasks", indexers={"by_pool": _pool_of_task}, **common)
         self.jobs = Informer(client, JOBS, name="jobs", label_selector=children,
                              indexers={"by_task": task_key_of_child}, **common)
         self.cronjobs = Informer(client, CRONJOBS, name="cronjobs", label_selector=children, **common)
         self.pods = Informer(client, PODS, name="pods", label_selector=children,
                              indexers={"by_job": job_key_of_pod}, **common)
-        self.informers = [self.tasks, self.jobs, self.cronjobs, self.pods]
+        # TaskPools are cluster-scoped: watched cluster-wide even when Tasks are watched in one namespace.
+        self.pools = Informer(client, TASKPOOLS, name="taskpools", clock=clock,
+                              resync_period=rs.resync_seconds)
+        self.informers = [self.tasks, self.jobs, self.cronjobs, self.pods, self.pools]
 
+        queue_metrics = WorkqueueMetrics(registry)
         self.queue = RateLimitingQueue(
             name=CONTROLLER_NAME, clock=clock,
             rate_limiter=default_controller_rate_limiter(clock),
-            metrics=WorkqueueMetrics(registry),
+            metrics=queue_metrics,
         )
         self.tasks.add_handler(**_enqueue_handlers(lambda obj: [_key(obj)], self.queue))
         for informer in (self.jobs, self.cronjobs, self.pods):
@@ -86,6 +100,22 @@ class Operator:
         metrics = ReconcileMetrics(registry)
         self.events = EventRecorder(client, clock, component="fabric-task-operator",
                                     host=settings.leader_election.identity, registry=registry)
+
+        # Admission: one key for the whole cluster, one worker (model/admission.py).
+        self.admission_queue = RateLimitingQueue(
+            name=ADMISSION_CONTROLLER_NAME, clock=clock,
+            rate_limiter=default_controller_rate_limiter(clock), metrics=queue_metrics,
+        )
+        self.admission = Admission(client, jobs=self.jobs.store, pools=self.pools.store, clock=clock,
+                                   events=self.events, metrics=AdmissionMetrics(registry),
+                                   enqueue_task=self.queue.add)
+        self.jobs.add_handler(**_enqueue_handlers(
+            lambda job: [ADMISSION_KEY] if is_gated(job) else [], self.admission_queue))
+        self.pools.add_handler(**_enqueue_handlers(lambda _obj: [ADMISSION_KEY], self.admission_queue))
+        self.pools.add_handler(**_enqueue_handlers(
+            lambda pool: self.tasks.store.index_keys("by_pool", pool["metadata"]["name"]), self.queue))
+        self.admission_loop = ReconcileLoop(ADMISSION_CONTROLLER_NAME, self.admission_queue, self.admission,
+                                            workers=1, metrics=metrics)
 
         gw, ls = settings.gateway, settings.logs
         self.reporter = None
@@ -110,6 +140,7 @@ class Operator:
             client, tasks=self.tasks.store, jobs=self.jobs.store, cronjobs=self.cronjobs.store,
             pods=self.pods.store, events=self.events, clock=clock, metrics=metrics,
             execution_history=rs.execution_history, logs=self.logs, reporter=self.reporter,
+            admission=self.admission,
         )
         self.loop = ReconcileLoop(CONTROLLER_NAME, self.queue, self.reconciler, workers=rs.workers, metrics=metrics)
         self.elector = LeaderElector(client, settings.leader_election, clock)
@@ -125,7 +156,8 @@ class Operator:
         log.info("ops server listening", **self.ops.bound_ports)
         background: list[asyncio.Task] = [
             asyncio.create_task(informer.run(), name=f"informer-{informer_name}")
-            for informer_name, informer in zip(("tasks", "jobs", "cronjobs", "pods"), self.informers)
+            for informer_name, informer in zip(("tasks", "jobs", "cronjobs", "pods", "taskpools"),
+                                               self.informers)
         ]
         background.append(asyncio.create_task(self.events.run(), name="events"))
         if self.pool is not None:
@@ -141,8 +173,11 @@ class Operator:
         finally:
             log.info("shutting down")
             self.queue.shut_down()
+            self.admission_queue.shut_down()
             try:
-                await asyncio.wait_for(self.queue.shut_down_with_drain(), self.settings.reconcile.drain_seconds)
+                await asyncio.wait_for(
+                    asyncio.gather(self.queue.shut_down_with_drain(), self.admission_queue.shut_down_with_drain()),
+                    self.settings.reconcile.drain_seconds)
             except asyncio.TimeoutError:
                 log.warning("in-flight reconciles did not finish in time; cancelling them")
             leading.cancel()
@@ -170,7 +205,10 @@ class Operator:
         log.info("informer caches synced", tasks=len(self.tasks.store.list()))
         if self.settings.leader_election.enabled:
             await self.elector.acquire()
-        workers = asyncio.create_task(self.loop.run(), name="reconcile-loop")
+        workers = asyncio.gather(
+            asyncio.create_task(self.loop.run(), name="reconcile-loop"),
+            asyncio.create_task(self.admission_loop.run(), name="admission-loop"))
+        self.admission_queue.add(ADMISSION_KEY)  # a first pass even if no Job changes
         try:
             if self.settings.leader_election.enabled:
                 await self.elector.hold()

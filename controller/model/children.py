@@ -6,6 +6,10 @@ one) and dicts are built in a fixed order. A spec change always changes the mani
 digest stored under ``fabric.dev/spec-hash`` lets the reconciler see that change on an object the
 API server has since filled with defaults.
 
+A Task that names a task pool or forbids concurrent runs of its skill is *gated*: its Jobs (and
+its CronJob's template) are built with ``suspend: true`` and the admission annotations
+(``admission_annotations``), and the operator admits each Job when its pool has room.
+
 Every object carries ``fabric.dev/task=<task>`` and ``app.kubernetes.io/managed-by=fabric-task-operator``
 (the informers' selector), plus ``fabric.dev/task-pool`` when set and the template's own labels; the
 pod template also carries the template's annotations. The Task owns (``controller: true``) what is
@@ -118,14 +122,35 @@ def job_spec(task: dict[str, Any], spec: TaskSpec, pod_finalizers: tuple[str, ..
     result: dict[str, Any] = {"backoffLimit": spec.backoff_limit}
     if spec.active_deadline_seconds is not None:
         result["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.admission_gated:
+        result["suspend"] = True  # admitted by the operator (model/admission.py)
     result["template"] = {"metadata": pod_meta, "spec": _pod_spec(task, spec)}
     return result
 
 
-def spec_hash(labels: dict[str, str], spec: dict[str, Any]) -> str:
-    """A short digest of a job template's labels and spec, as rendered (before API defaults)."""
-    canonical = json.dumps({"labels": labels, "spec": spec}, sort_keys=True,
-                           separators=(",", ":"), ensure_ascii=False)
+def admission_annotations(spec: TaskSpec) -> dict[str, str]:
+    """What admission orders and limits a gated Job by (empty for a Task that is not gated)."""
+    if not spec.admission_gated:
+        return {}
+    result = {L.ANNOTATION_ADMISSION: L.ADMISSION_GATED}
+    if spec.skill_name:
+        result[L.ANNOTATION_SKILL] = spec.skill_name
+    if spec.skill_concurrency == "Forbid":
+        result[L.ANNOTATION_SKILL_CONCURRENCY] = "Forbid"
+    if spec.priority:
+        result[L.ANNOTATION_PRIORITY] = str(spec.priority)
+    return result
+
+
+def spec_hash(labels: dict[str, str], spec: dict[str, Any],
+              annotations: dict[str, str] | None = None) -> str:
+    """A short digest of a job template's labels, spec and admission annotations, as rendered
+    (before API defaults). Without annotations the digest is what it was before admission existed,
+    so CronJobs of Tasks that are not gated are not rewritten by an upgrade."""
+    content: dict[str, Any] = {"labels": labels, "spec": spec}
+    if annotations:
+        content["annotations"] = annotations
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
@@ -150,7 +175,8 @@ def job_for_task(task: dict[str, Any], spec: TaskSpec, created: datetime,
     """
     labels = child_labels(task, spec)
     jspec = job_spec(task, spec, pod_finalizers)
-    annotations = {L.ANNOTATION_SPEC_HASH: spec_hash(labels, jspec)}
+    gate = admission_annotations(spec)
+    annotations = {L.ANNOTATION_SPEC_HASH: spec_hash(labels, jspec, gate), **gate}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -167,6 +193,7 @@ def cronjob_for_task(task: dict[str, Any], spec: TaskSpec,
         raise ValueError("cronjob_for_task needs a scheduled Task")
     labels = child_labels(task, spec)
     jspec = job_spec(task, spec, pod_finalizers)
+    gate = admission_annotations(spec)
     cspec: dict[str, Any] = {"schedule": spec.schedule}
     if spec.time_zone is not None:
         cspec["timeZone"] = spec.time_zone
@@ -179,7 +206,7 @@ def cronjob_for_task(task: dict[str, Any], spec: TaskSpec,
     cspec["jobTemplate"] = {
         "metadata": {
             "labels": dict(labels),
-            "annotations": {L.ANNOTATION_SPEC_HASH: spec_hash(labels, jspec)},
+            "annotations": {L.ANNOTATION_SPEC_HASH: spec_hash(labels, jspec, gate), **gate},
         },
         "spec": jspec,
     }

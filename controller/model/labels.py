@@ -27,6 +27,21 @@ MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 # is how the reconciler tells that a Task's spec changed (see children.cronjob_spec_differs).
 ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
 
+# Admission (controller/model/admission.py), on a Job and on a CronJob's job template whose Task
+# names a task pool or forbids concurrent runs of its skill: the Job starts suspended and carries
+# what admission orders and limits it by. The operator admits it by unsuspending it and setting
+# ANNOTATION_ADMITTED_AT.
+ANNOTATION_ADMISSION = f"{GROUP}/admission"
+ADMISSION_GATED = "gated"
+ANNOTATION_ADMITTED_AT = f"{GROUP}/admitted-at"
+ANNOTATION_SKILL = f"{GROUP}/skill"
+ANNOTATION_SKILL_CONCURRENCY = f"{GROUP}/skill-concurrency"
+ANNOTATION_PRIORITY = f"{GROUP}/priority"
+
+# TaskPool: cluster-scoped, named by a Task's spec.taskPool.
+POOL_KIND = "TaskPool"
+POOL_PLURAL = "taskpools"
+
 # Set by Kubernetes, read by the model.
 LABEL_JOB_NAME = "batch.kubernetes.io/job-name"  # on a Job's pods (Kubernetes >= 1.27)
 ANNOTATION_SCHEDULED_TIMESTAMP = "batch.kubernetes.io/cronjob-scheduled-timestamp"  # on CronJob Jobs (>= 1.28)

@@ -35,6 +35,9 @@ from .names import validate_task_name
 from .schedule import validate_schedule, validate_time_zone
 
 CONCURRENCY_POLICIES = ("Allow", "Forbid", "Replace")
+SKILL_CONCURRENCY_POLICIES = ("Allow", "Forbid")
+# Admission priority range (higher is admitted first within a task pool).
+MIN_PRIORITY, MAX_PRIORITY = -1000, 1000
 
 # Linux refuses to exec a process with any single environment string longer than MAX_ARG_STRLEN
 # (32 pages = 128 KiB, counting "NAME=" and the terminating NUL). The payload travels in one
@@ -119,6 +122,10 @@ class TaskSpec:
     suspend: bool = _json("suspend", default=False)
     successful_jobs_history_limit: int = _json("successfulJobsHistoryLimit", default=3)
     failed_jobs_history_limit: int = _json("failedJobsHistoryLimit", default=1)
+    # Admission (see controller/model/admission.py): a Task with a pool or with
+    # skillConcurrency Forbid has its Jobs created suspended and admitted by the operator.
+    priority: int = _json("priority", default=0)
+    skill_concurrency: str = _json("skillConcurrency", default="Allow")
     # Each execution.
     backoff_limit: int = _json("backoffLimit", default=0)
     active_deadline_seconds: int | None = _json("activeDeadlineSeconds", default=None)
@@ -131,6 +138,11 @@ class TaskSpec:
     def child_kind(self) -> str:
         """The kind of object this Task becomes: ``"CronJob"`` with a schedule, else ``"Job"``."""
         return "CronJob" if self.is_scheduled else "Job"
+
+    @property
+    def admission_gated(self) -> bool:
+        """Whether this Task's Jobs start suspended and wait for the operator to admit them."""
+        return self.task_pool is not None or self.skill_concurrency == "Forbid"
 
     @cached_property
     def payload_json(self) -> str:
@@ -382,6 +394,19 @@ def parse_task(obj: Mapping[str, Any]) -> TaskSpec:
         raise InvalidTask(f"must be one of {', '.join(CONCURRENCY_POLICIES)}, got "
                           f"{json.dumps(policy)}", "spec.concurrencyPolicy")
 
+    skill_concurrency = spec.get("skillConcurrency")
+    if skill_concurrency is None:
+        skill_concurrency = "Allow"
+    if skill_concurrency not in SKILL_CONCURRENCY_POLICIES:
+        raise InvalidTask(f"must be one of {', '.join(SKILL_CONCURRENCY_POLICIES)}, got "
+                          f"{json.dumps(skill_concurrency)}", "spec.skillConcurrency")
+    if skill_concurrency == "Forbid" and strings["skillName"] is None:
+        raise InvalidTask("skillConcurrency Forbid needs spec.skillName: it keeps two executions "
+                          "of the same skill from running at once", "spec.skillConcurrency")
+    priority = _integer(spec, "priority", "spec.priority", MIN_PRIORITY, 0)
+    if priority > MAX_PRIORITY:
+        raise InvalidTask(f"must be at most {MAX_PRIORITY}, got {priority}", "spec.priority")
+
     payload = spec.get("payload")
     try:
         payload_json = _payload_json(payload)
@@ -416,6 +441,8 @@ def parse_task(obj: Mapping[str, Any]) -> TaskSpec:
                                                "spec.successfulJobsHistoryLimit", 0, 3),
         failed_jobs_history_limit=_integer(spec, "failedJobsHistoryLimit",
                                            "spec.failedJobsHistoryLimit", 0, 1),
+        priority=priority,
+        skill_concurrency=skill_concurrency,
         backoff_limit=_integer(spec, "backoffLimit", "spec.backoffLimit", 0, 0),
         active_deadline_seconds=_integer(spec, "activeDeadlineSeconds",
                                          "spec.activeDeadlineSeconds", 1, None),

@@ -3,7 +3,8 @@
 Execution phases (one Job = one execution):
 
 - ``Pending``   the Job exists, no pod has started running yet (scheduling, image pull);
-- ``Queued``    the Job is suspended (``spec.suspend: true``), e.g. held by a queueing system;
+- ``Queued``    the Job is suspended (``spec.suspend: true``): waiting for admission into its task
+                pool (model/admission.py), or held by another queueing system;
 - ``Running``   a pod is running, or has finished while the Job controller has not yet decided;
 - ``Succeeded`` the Job's ``Complete`` (or ``SuccessCriteriaMet``) condition is true;
 - ``Failed``    the Job's ``Failed`` (or ``FailureTarget``) condition is true, with its reason
@@ -20,7 +21,7 @@ Status shape (every key always present; ``null`` when unknown)::
     conditions: [{type: Ready, status: "True"|"False", reason, message,
                   lastTransitionTime, observedGeneration}]   # plus others' conditions, untouched
     executions: [{name, phase, scheduledTime, startTime, completionTime, reason, message,
-                  exitCode, ...fields others own, e.g. log}]   # newest first, at most `history`
+                  exitCode, queue, ...fields others own, e.g. log}]   # newest first, at most `history`
     active: int                 # executions whose Job exists and has not finished
     lastScheduleTime: str       # CronJob's status.lastScheduleTime (scheduled Tasks)
     lastSuccessfulTime: str     # latest successful completion
@@ -42,9 +43,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from . import labels as L
+from .admission import POOL_NOT_FOUND, Waiting, merge_queue_info
 from .errors import InvalidTask
 from .names import execution_name
 from .schedule import describe, iter_runs
@@ -316,11 +318,16 @@ def _executions(task: dict[str, Any], current: list[Execution], history: int) ->
 
 def task_status(task: dict[str, Any], spec: TaskSpec, jobs: list[dict[str, Any]],
                 pods_by_job: dict[str, list[dict[str, Any]]], cronjob: dict[str, Any] | None,
-                now: datetime, history: int = 10) -> dict[str, Any]:
+                now: datetime, history: int = 10,
+                queue_of: Callable[[str], Waiting | None] | None = None,
+                pool_exists: bool = True) -> dict[str, Any]:
     """The full ``status`` of a valid Task (shape in the module docstring).
 
     ``jobs`` are the Task's Jobs (label ``fabric.dev/task``), ``pods_by_job`` their pods by Job name,
-    ``cronjob`` the Task's CronJob if it is scheduled and the CronJob exists.
+    ``cronjob`` the Task's CronJob if it is scheduled and the CronJob exists, ``queue_of`` tells
+    where a Queued execution waits for admission (``admission.merge_queue_info``), and
+    ``pool_exists`` whether the TaskPool named by ``spec.taskPool`` exists: while it does not, a
+    Task that can still run is not Ready (reason ``PoolNotFound``).
 
     ``missedRuns`` counts schedule times after the CronJob's ``lastScheduleTime`` (or its creation)
     that are more than ``MISSED_RUN_GRACE`` in the past: runs the CronJob controller has not
@@ -337,6 +344,7 @@ def task_status(task: dict[str, Any], spec: TaskSpec, jobs: list[dict[str, Any]]
     current = [execution_of(job, pods_by_job.get((job.get("metadata") or {}).get("name") or "", []))
                for job in jobs]
     executions = _executions(task, current, history)
+    merge_queue_info({"executions": executions}, queue_of or (lambda _name: None))
     all_known = current + [Execution.from_status(e) for e in executions]
     succeeded = [e.completion_time for e in all_known if e.phase == "Succeeded"]
 
@@ -383,6 +391,10 @@ def task_status(task: dict[str, Any], spec: TaskSpec, jobs: list[dict[str, Any]]
                 message = f"Job {job_name} {'succeeded' if phase == 'Succeeded' else 'is ' + phase.lower()}"
                 ready = (True, phase, _join(message, newest.get("message")) or message)
 
+    can_still_run = (not spec.suspend) if spec.is_scheduled else phase not in TERMINAL_PHASES
+    if spec.task_pool and not pool_exists and can_still_run:
+        ready = (False, POOL_NOT_FOUND, f"task pool {spec.task_pool!r} does not exist: executions "
+                 "wait Queued until a TaskPool of that name is created")
     condition = _condition(prev_conditions, ready[0], ready[1], ready[2], generation, now)
     return {
         "phase": phase,

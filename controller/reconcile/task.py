@@ -23,10 +23,12 @@ from controller.informer import Store
 from controller.kube import AlreadyExists, Forbidden, Invalid, KubeClient, NotFound
 from controller.kube.resources import CRONJOBS, JOBS, TASKS
 from controller.model.children import cronjob_for_task, cronjob_spec_differs, job_for_task
+from controller.model.admission import POOL_NOT_FOUND
 from controller.model.labels import LABEL_TASK
 from controller.model.spec import InvalidTask, TaskSpec, parse_task
 from controller.model.records import execution_record, record_sequence, task_record
 from controller.model.status import invalid_status, parse_time, task_status
+from controller.reconcile.admission import Admission
 from controller.reconcile.logs import FINAL_LOG_STATES, LogCoordinator
 from controller.reconcile.loop import Result
 from controller.reconcile.metrics import ReconcileMetrics
@@ -78,6 +80,7 @@ class TaskReconciler:
         execution_history: int,
         logs: LogCoordinator,
         reporter: StatusReporter | None = None,
+        admission: Admission | None = None,
     ):
         self._client = client
         self._tasks = tasks
@@ -90,6 +93,7 @@ class TaskReconciler:
         self._history = execution_history
         self._logs = logs
         self._reporter = reporter
+        self._admission = admission
         # execution -> sequence of the first reported record that carried a terminal phase and a
         # final log state; the Job may be deleted once the gateway confirmed that sequence.
         # Rebuilt by reconciles (records are reported every time), so it is only a bounded LRU:
@@ -198,7 +202,12 @@ class TaskReconciler:
         cronjob = self._cronjobs.get(key) if spec.schedule else None
         if cronjob is not None and not _owned_by(cronjob, task):
             cronjob = None
-        status = task_status(task, spec, jobs, pods_by_job, cronjob, self._clock.now(), history=self._history)
+        namespace = task["metadata"]["namespace"]
+        admission = self._admission
+        status = task_status(
+            task, spec, jobs, pods_by_job, cronjob, self._clock.now(), history=self._history,
+            queue_of=(lambda name: admission.waiting(f"{namespace}/{name}")) if admission else None,
+            pool_exists=admission is None or spec.task_pool is None or admission.pool_exists(spec.task_pool))
         self._logs.merge_into(status)
         if status != previous:
             task = await self._write_status(task, status)
@@ -250,6 +259,9 @@ class TaskReconciler:
                                           subresource="status")
 
     def _announce_transitions(self, task: dict, previous: dict, status: dict) -> None:
+        ready_before, ready_now = _ready_reason(previous), _ready_reason(status)
+        if ready_now == POOL_NOT_FOUND and ready_before != POOL_NOT_FOUND:
+            self._events.record(task, WARNING, POOL_NOT_FOUND, _ready_message(status))
         before = {e["name"]: e.get("phase") for e in previous.get("executions") or []}
         for execution in status.get("executions") or []:
             phase = execution.get("phase")
@@ -285,6 +297,18 @@ class TaskReconciler:
             return None
         seconds = (next_run - self._clock.now()).total_seconds() + 1.0
         return min(max(seconds, 1.0), MAX_SCHEDULE_REQUEUE_SECONDS)
+
+
+def _ready(status: dict) -> dict:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+
+
+def _ready_reason(status: dict) -> str | None:
+    return _ready(status).get("reason")
+
+
+def _ready_message(status: dict) -> str:
+    return _ready(status).get("message") or ""
 
 
 def _owned_by(child: dict, task: dict) -> bool:

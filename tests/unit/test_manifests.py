@@ -258,6 +258,8 @@ def test_cluster_role_is_exactly_what_the_operator_needs():
         ("fabric.dev", "tasks"): {"get", "list", "watch"},
         ("fabric.dev", "tasks/status"): {"update", "patch"},
         ("fabric.dev", "tasks/finalizers"): {"update"},
+        ("fabric.dev", "taskpools"): {"get", "list", "watch"},
+        ("fabric.dev", "taskpools/status"): {"update", "patch"},
         ("batch", "jobs"): {"get", "list", "watch", "create", "update", "patch", "delete"},
         ("batch", "cronjobs"): {"get", "list", "watch", "create", "update", "patch", "delete"},
         ("", "pods"): {"get", "list", "watch", "patch"},  # patch: the log-shipping finalizer
