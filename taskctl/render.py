@@ -172,6 +172,10 @@ def describe_sheet(t: TaskView, next_runs: list[datetime], style: Style, *, sche
         field("Started", _when(t.started, now) if t.started else "not yet")
         if t.finished:
             field("Finished", _when(t.finished, now))
+    if t.priority:
+        field("Priority", t.priority)
+    if t.skill_concurrency == "Forbid":
+        field("Skill Concurrency", "Forbid: one execution of this skill at a time; the next waits Queued")
     if t.backoff_limit is not None:
         field("Retries", t.backoff_limit)
     if t.active_deadline is not None:
@@ -203,7 +207,7 @@ def describe_sheet(t: TaskView, next_runs: list[datetime], style: Style, *, sche
         for e in t.executions:
             st = styled_status(e.status)
             rows.append([e.name + (" (manual)" if e.manual else ""), paint(st.text, st.style, style.color),
-                         e.reason or "", relative(e.started, now),
+                         _reason_with_queue(e), relative(e.started, now),
                          duration(e.started, e.finished, None if e.terminal else now),
                          "" if e.exit_code is None else str(e.exit_code), size(e.log_size)])
         lines += _columns(["Name", "Status", "Reason", "Started", "Duration", "Exit", "Log"], rows)
@@ -241,3 +245,11 @@ def message(ok: bool, text: str, fmt: str, **extra: Any) -> str:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n" if fmt == "json" else dump(body, "yaml")
     return text + "\n"
 
+
+def _reason_with_queue(e: ExecutionView) -> str:
+    """The Reason cell; a Queued execution also shows its place: ``PoolFull (#2 in gpu)``."""
+    reason = e.reason or ""
+    if not e.queue or not isinstance(e.queue.get("position"), int):
+        return reason
+    pool = e.queue.get("pool")
+    return f"{reason} (#{e.queue['position']}{' in ' + pool if pool else ''})"

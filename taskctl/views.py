@@ -52,6 +52,7 @@ class ExecutionView:
     log_size: int | None = None
     log_state: str | None = None
     manual: bool = False
+    queue: dict[str, Any] | None = None   # while Queued: {pool, position, reason} (task pools)
 
     @property
     def terminal(self) -> bool:
@@ -77,6 +78,8 @@ class TaskView:
     time_zone: str | None = None
     description: str | None = None
     concurrency: str | None = None
+    priority: int | None = None
+    skill_concurrency: str | None = None
     starting_deadline: int | None = None
     history_limits: tuple[int | None, int | None] = (None, None)
     backoff_limit: int | None = None
@@ -126,6 +129,8 @@ def _spec_settings(spec: dict[str, Any], scheduled: bool) -> dict[str, Any]:
         "history_limits": (_int(spec.get("successfulJobsHistoryLimit")), _int(spec.get("failedJobsHistoryLimit"))),
         "backoff_limit": _int(spec.get("backoffLimit")),
         "active_deadline": _int(spec.get("activeDeadlineSeconds")),
+        "priority": _int(spec.get("priority")),
+        "skill_concurrency": spec.get("skillConcurrency"),
     }
 
 def _int(value: Any) -> int | None:
@@ -160,6 +165,7 @@ def execution_from_status(entry: dict[str, Any], task: str | None, namespace: st
         log_size=size,
         log_state=state,
         manual="-manual-" in str(entry.get("name") or ""),
+        queue=entry.get("queue") if isinstance(entry.get("queue"), dict) else None,
     )
 
 
@@ -336,6 +342,7 @@ def execution_json(e: ExecutionView) -> dict[str, Any]:
         "logSize": e.log_size,
         "logState": e.log_state,
         "manual": e.manual,
+        **({"queue": e.queue} if e.queue else {}),
     }
 
 

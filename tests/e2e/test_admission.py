@@ -13,6 +13,7 @@ import pytest
 from controller.kube import KubeClient, NotFound
 from controller.kube.resources import JOBS, PODS, TASKPOOLS
 from controller.model import labels as L
+from test_taskctl_kube import taskctl
 from tasks import create_task, eventually, events_for, scrape_metrics, metric_sum, task, task_manifest, wait_phase
 
 pytestmark = pytest.mark.e2e
@@ -97,7 +98,8 @@ async def _all_succeeded(kube, namespace, names, timeout):
         await wait_phase(kube, namespace, name, "Succeeded", timeout=timeout)
 
 
-async def test_a_pool_of_two_runs_six_tasks_never_more_than_two_at_once(start_operator, kube, namespace, pool):
+async def test_a_pool_of_two_runs_six_tasks_never_more_than_two_at_once(start_operator, kube, namespace, pool,
+                                                                        installed):
     operator = start_operator()
     gpu = await pool("gpu", 2)
     names = [f"job-{i}" for i in range(6)]
@@ -108,15 +110,20 @@ async def test_a_pool_of_two_runs_six_tasks_never_more_than_two_at_once(start_op
         # While the first two run, the others wait Queued with a position and the reason.
         queued = await eventually(lambda: _queued_entries(kube, namespace, names), timeout=60,
                                   message="queued executions with their place in the queue")
+        # ... and taskctl (a real process) shows it.
+        name, entry = queued[0]
+        described = await asyncio.to_thread(taskctl, installed, "describe", name, "-n", namespace)
         await _all_succeeded(kube, namespace, names, timeout=180)
-        return queued
+        return [e for _, e in queued], entry, described
 
-    sampler, queued = await _sample_while(kube, namespace, {"pool": _in_pool(gpu)}, work)
+    sampler, (queued, entry, described) = await _sample_while(kube, namespace, {"pool": _in_pool(gpu)}, work)
     assert sampler.samples > 20
     assert sampler.peak_jobs["pool"] == 2, sampler.peak_jobs
     assert sampler.peak_pods <= 2
     assert {entry["queue"]["reason"] for entry in queued} == {"PoolFull"}
     assert sorted(entry["queue"]["position"] for entry in queued)[0] == 1
+    assert described.returncode == 0, described.stderr
+    assert f"PoolFull (#{entry['queue']['position']} in {gpu})" in described.stdout, described.stdout
 
     # The pool's status and the operator's metrics agree that everything ran.
     async def pool_drained():
@@ -134,7 +141,7 @@ async def _queued_entries(kube, namespace, names):
     entries = []
     for name in names:
         status = (await task(kube, namespace, name)).get("status") or {}
-        entries += [e for e in status.get("executions") or [] if e.get("queue")]
+        entries += [(name, e) for e in status.get("executions") or [] if e.get("queue")]
     return entries if len(entries) >= 2 else None
 
 
