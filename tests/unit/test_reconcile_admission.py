@@ -1,0 +1,143 @@
+"""The admission pass's I/O (reconcile/admission.py) with a recording client: it admits through a
+resourceVersion precondition, never over-admits while its cache lags behind its own writes, plans
+again after a conflict, and publishes queue positions and pool usage."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from controller.informer.store import Store
+from controller.kube import Conflict, NotFound
+from controller.model import labels as L
+from controller.reconcile.admission import EXPECTATION_TIMEOUT_SECONDS, Admission, AdmissionMetrics
+from fakeclock import FakeClock
+
+
+class RecordingClient:
+    """Answers patches like the API server would for the given objects; records them."""
+
+    def __init__(self):
+        self.patches: list[tuple[str, str | None, dict, str | None]] = []
+        self.conflict_on: set[str] = set()
+        self.missing: set[str] = set()
+
+    async def patch(self, resource, name, patch, namespace=None, subresource=None, **_):
+        self.patches.append((name, namespace, copy.deepcopy(patch), subresource))
+        if name in self.missing:
+            raise NotFound(404, "not found", {})
+        if name in self.conflict_on:
+            raise Conflict(409, "the object has been modified", {})
+        return {}
+
+
+class Events:
+    def __init__(self):
+        self.recorded = []
+
+    def record(self, obj, event_type, reason, message):
+        self.recorded.append((obj["metadata"]["name"], reason, message))
+
+
+def gated_job(name, minute, pool="p", suspended=True):
+    return {
+        "metadata": {"name": name, "namespace": "ns", "resourceVersion": f"rv-{name}",
+                     "creationTimestamp": f"2026-11-27T03:{minute:02d}:00Z",
+                     "labels": {L.LABEL_TASK: name, L.LABEL_TASK_POOL: pool},
+                     "annotations": {L.ANNOTATION_ADMISSION: L.ADMISSION_GATED}},
+        "spec": {"suspend": suspended},
+    }
+
+
+@pytest.fixture
+def world():
+    clock = FakeClock()
+    jobs, pools = Store(), Store()
+    pools.upsert({"metadata": {"name": "p", "generation": 1}, "spec": {"maxActive": 2}})
+    for i in range(5):
+        jobs.upsert(gated_job(f"j{i}", i))
+    client, events, enqueued = RecordingClient(), Events(), []
+    admission = Admission(client, jobs=jobs, pools=pools, clock=clock, events=events,
+                          metrics=AdmissionMetrics(CollectorRegistry()), enqueue_task=enqueued.append)
+    return admission, client, jobs, pools, clock, events, enqueued
+
+
+def job_patches(client):
+    return [(name, patch) for name, _, patch, sub in client.patches if sub is None]
+
+
+async def test_admits_the_oldest_with_the_resource_version_as_precondition(world):
+    admission, client, jobs, pools, clock, events, enqueued = world
+    await admission("admission")
+    patches = job_patches(client)
+    assert [name for name, _ in patches] == ["j0", "j1"]
+    assert patches[0][1]["metadata"]["resourceVersion"] == "rv-j0"
+    assert patches[0][1]["spec"] == {"suspend": False}
+    assert L.ANNOTATION_ADMITTED_AT in patches[0][1]["metadata"]["annotations"]
+    assert [(w.position, w.reason) for w in map(admission.waiting, ("ns/j2", "ns/j3", "ns/j4"))] == [
+        (1, "PoolFull"), (2, "PoolFull"), (3, "PoolFull")]
+    assert {"ns/j0", "ns/j1", "ns/j2", "ns/j3", "ns/j4"} <= set(enqueued)
+    assert [reason for _, reason, _ in events.recorded] == ["Admitted", "Admitted"]
+    [(name, _, status_patch, sub)] = [p for p in client.patches if p[3] == "status"]
+    assert (name, status_patch) == ("p", {"status": {"observedGeneration": 1, "active": 2, "queued": 3}})
+
+
+async def test_a_lagging_cache_does_not_make_it_admit_twice(world):
+    admission, client, jobs, pools, clock, *_ = world
+    await admission("admission")
+    client.patches.clear()
+    # The cache still shows j0 and j1 suspended (our writes have not come back yet).
+    await admission("admission")
+    assert job_patches(client) == []
+    # One finishes (its update arrives): exactly one more is admitted.
+    done = gated_job("j0", 0, suspended=False)
+    done["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+    jobs.upsert(done)
+    await admission("admission")
+    assert [name for name, _ in job_patches(client)] == ["j2"]
+
+
+async def test_an_expectation_ends_after_its_timeout(world):
+    admission, client, jobs, pools, clock, *_ = world
+    await admission("admission")
+    client.patches.clear()
+    await clock.advance(EXPECTATION_TIMEOUT_SECONDS + 1)
+    # Never seen unsuspended in a minute: the write is presumed lost and the Job planned again.
+    await admission("admission")
+    assert [name for name, _ in job_patches(client)] == ["j0", "j1"]
+
+
+async def test_a_conflict_is_planned_again_soon_and_a_vanished_job_skipped(world):
+    admission, client, jobs, pools, clock, *_ = world
+    client.conflict_on.add("j0")
+    client.missing.add("j1")
+    result = await admission("admission")
+    assert result.requeue_after is not None and result.requeue_after < 5
+    client.conflict_on.clear()
+    client.patches.clear()
+    jobs.delete("ns/j1")
+    await admission("admission")
+    assert [name for name, _ in job_patches(client)] == ["j0", "j2"]
+
+
+async def test_a_new_process_recomputes_from_the_cluster(world):
+    admission, client, jobs, pools, clock, events, enqueued = world
+    # What a restarted operator's fresh cache shows: two admitted and running, three waiting.
+    for i in (0, 1):
+        jobs.upsert(gated_job(f"j{i}", i, suspended=False))
+    await admission("admission")
+    assert job_patches(client) == []
+    assert admission.waiting("ns/j2").position == 1
+
+
+async def test_pool_status_is_written_only_when_it_changes(world):
+    admission, client, jobs, pools, *_ = world
+    await admission("admission")
+    pools.upsert({"metadata": {"name": "p", "generation": 1}, "spec": {"maxActive": 2},
+                  "status": {"observedGeneration": 1, "active": 2, "queued": 3}})
+    client.patches.clear()
+    await admission("admission")
+    assert client.patches == []
+    assert admission.pool_exists("p") and not admission.pool_exists("q")
