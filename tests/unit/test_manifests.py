@@ -318,3 +318,20 @@ def test_everything_namespaced_is_in_fabric_system():
     for doc in all_documents():
         if doc["kind"] in namespaced:
             assert doc["metadata"]["namespace"] == "fabric-system", doc["metadata"]["name"]
+
+
+# --- the TaskPool CRD ---
+
+def test_taskpool_crd_is_structural_cluster_scoped_and_read_as_written():
+    from controller.kube.resources import TASKPOOLS
+    from controller.model.admission import parse_pool
+    crd = find("CustomResourceDefinition", "taskpools.fabric.dev")
+    [version] = crd["spec"]["versions"]
+    pool_schema = version["schema"]["openAPIV3Schema"]
+    assert structural_problems(pool_schema) == []
+    assert crd["spec"]["scope"] == "Cluster" and not TASKPOOLS.namespaced
+    assert (crd["spec"]["group"], version["name"], crd["spec"]["names"]["plural"]) == (
+        TASKPOOLS.group, TASKPOOLS.version, TASKPOOLS.plural)
+    assert set(pool_schema["properties"]["spec"]["properties"]) == {"maxActive", "countScheduled", "exclusiveSkills"}
+    assert pool_schema["properties"]["spec"]["properties"]["countScheduled"]["default"] is True
+    assert parse_pool({"metadata": {"name": "p"}, "spec": {"maxActive": 0}}).count_scheduled is True
