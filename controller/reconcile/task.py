@@ -114,9 +114,9 @@ class TaskReconciler:
 
         try:
             if spec.schedule:
-                await self._ensure_cronjob(task, spec, bound)
+                created = await self._ensure_cronjob(task, spec, bound)
             else:
-                await self._ensure_job(task, spec, bound)
+                created = await self._ensure_job(task, spec, bound)
                 await self._remove_stale_cronjob(task, bound)
         except Invalid as exc:
             # The API server refused the child we built (for example a pod template field it
@@ -130,27 +130,35 @@ class TaskReconciler:
                 return Result.done()  # the namespace is going away with the Task in it
             raise
 
+        if created:
+            # The new child's ADDED event brings the Task back within milliseconds, and that
+            # reconcile writes a status that already lists it: one status write instead of two
+            # ("no Job yet", then "Pending"), and a burst of new Tasks gets its Jobs sooner.
+            return Result.done()
         return await self._follow_executions(task, spec)
 
     # -- children ---------------------------------------------------------------------------
 
-    async def _ensure_job(self, task: dict, spec: TaskSpec, bound: Any) -> None:
+    async def _ensure_job(self, task: dict, spec: TaskSpec, bound: Any) -> bool:
+        """Create the one-off Task's Job unless it exists or existed; True when created now."""
         created = parse_time(task["metadata"]["creationTimestamp"])
         desired = job_for_task(task, spec, created, self._logs.pod_finalizers)
         namespace = task["metadata"]["namespace"]
         name = desired["metadata"]["name"]
         if self._jobs.get(f"{namespace}/{name}") is not None:
-            return
+            return False
         if any(e.get("name") == name for e in (task.get("status") or {}).get("executions") or []):
-            return  # it ran and its Job was removed since (history kept, TTL, a user): never run it twice
+            return False  # it ran and its Job was removed since (history kept, TTL, a user): never run it twice
         try:
             await self._client.create(JOBS, desired, namespace=namespace)
         except AlreadyExists:
-            return  # the cache has not seen it yet; the next event brings it
+            return False  # the cache has not seen it yet; the next event brings it
         bound.info("created job", job=name)
         self._events.record(task, NORMAL, "CreatedJob", f"Created Job {name}")
+        return True
 
-    async def _ensure_cronjob(self, task: dict, spec: TaskSpec, bound: Any) -> None:
+    async def _ensure_cronjob(self, task: dict, spec: TaskSpec, bound: Any) -> bool:
+        """Create or update the scheduled Task's CronJob; True when created now."""
         desired = cronjob_for_task(task, spec, self._logs.pod_finalizers)
         namespace = task["metadata"]["namespace"]
         name = desired["metadata"]["name"]
@@ -159,17 +167,18 @@ class TaskReconciler:
             try:
                 await self._client.create(CRONJOBS, desired, namespace=namespace)
             except AlreadyExists:
-                return
+                return False
             bound.info("created cronjob", cronjob=name, schedule=spec.schedule)
             self._events.record(task, NORMAL, "CreatedCronJob",
                                 f"Created CronJob {name} with schedule {spec.schedule!r}")
-            return
+            return True
         if cronjob_spec_differs(existing, desired):
             patch = {"metadata": {"labels": desired["metadata"].get("labels", {})}, "spec": desired["spec"]}
             await self._client.patch(CRONJOBS, name, patch, namespace=namespace)
             bound.info("updated cronjob", cronjob=name, schedule=spec.schedule, suspend=spec.suspend)
             what = "Suspended" if spec.suspend and not existing["spec"].get("suspend") else "Updated"
             self._events.record(task, NORMAL, f"{what}CronJob", f"{what} CronJob {name}")
+        return False
 
     async def _remove_stale_cronjob(self, task: dict, bound: Any) -> None:
         """A Task whose schedule was removed keeps no CronJob (its past Jobs stay as history)."""
