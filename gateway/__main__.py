@@ -3,7 +3,9 @@
 
 Every flag has an environment variable; a flag given on the command line wins. The internal
 token is read from ``FABRIC_GATEWAY_INTERNAL_TOKEN`` or from a file (``--internal-token-file``,
-e.g. a mounted Secret), never from a flag, so it does not show in ``ps``.
+e.g. a mounted Secret), never from a flag, so it does not show in ``ps``. The public API's user
+tokens come from ``--user-tokens-file`` (YAML/JSON, ``gateway.auth``); without it the public API
+is open (a warning is logged), and ``--require-auth`` refuses to start instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import structlog
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from gateway.auth import TokenTable, TokensFileError, parse_user_tokens
 from gateway.clock import RealClock
 from gateway.settings import (
     AuthSettings,
@@ -25,6 +28,7 @@ from gateway.settings import (
     KubeSettings,
     LogSettings,
     RetentionSettings,
+    S3Settings,
     Settings,
     StorageSettings,
 )
@@ -54,7 +58,14 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     opt("--internal-port", "INTERNAL_PORT", None, int, "serve /internal only on this port (unset: on --port)")
     opt("--database-url", "DATABASE_URL", defaults.storage.database_url, str, "sqlite:///path or postgresql://user:pass@host/db")
     opt("--blob-dir", "BLOB_DIR", defaults.storage.blob_dir, str, "directory of the local log store")
+    opt("--blob-url", "BLOB_URL", "", str, "s3://bucket[/prefix]: logs in S3-compatible storage instead of --blob-dir (credentials: FABRIC_GATEWAY_S3_ACCESS_KEY_ID/_SECRET_ACCESS_KEY or the AWS_* chain)")
+    opt("--s3-endpoint", "S3_ENDPOINT", None, str, "URL of an S3-compatible server (unset: AWS)")
+    opt("--s3-region", "S3_REGION", defaults.s3.region, str, "S3 region")
+    opt("--s3-path-style", "S3_PATH_STYLE", defaults.s3.path_style, _env_bool, "address buckets as endpoint/bucket (most S3-compatible servers)")
+    opt("--s3-lifecycle-margin-days", "S3_LIFECYCLE_MARGIN_DAYS", defaults.s3.lifecycle_margin_days, int, "bucket rule expiring tasks/ after retention + this many days (0: no rule)")
     opt("--internal-token-file", "INTERNAL_TOKEN_FILE", None, str, "file holding the operator's bearer token")
+    opt("--user-tokens-file", "USER_TOKENS_FILE", None, str, "YAML/JSON file of the public API's user tokens and their namespaces (unset: /v1 is open)")
+    opt("--require-auth", "REQUIRE_AUTH", False, _env_bool, "refuse to start without --user-tokens-file")
     opt("--retention-days", "RETENTION_DAYS", defaults.retention.ttl_seconds / 86400, float, "days a record and its log are kept after their last write")
     opt("--sweep-interval", "SWEEP_INTERVAL", defaults.retention.sweep_interval_seconds, float, "seconds between retention sweeps")
     opt("--max-body-bytes", "MAX_BODY_BYTES", defaults.http.max_json_bytes, int, "largest JSON request body")
@@ -79,8 +90,16 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise SystemExit(
             "fabric-task-gateway: no internal token: set FABRIC_GATEWAY_INTERNAL_TOKEN or --internal-token-file"
         )
+    user_tokens = _user_tokens(args.user_tokens_file, token)
+    if args.require_auth and user_tokens is None:
+        raise SystemExit(
+            "fabric-task-gateway: --require-auth is set but no user tokens are: "
+            "set --user-tokens-file (FABRIC_GATEWAY_USER_TOKENS_FILE)"
+        )
     if args.kubeconfig and args.in_cluster:
         raise SystemExit("fabric-task-gateway: --kubeconfig and --in-cluster exclude each other")
+    if args.blob_url and not args.blob_url.startswith("s3://"):
+        raise SystemExit("fabric-task-gateway: --blob-url must be s3://bucket[/prefix] (local logs: --blob-dir)")
     if args.retention_days <= 0:
         raise SystemExit("fabric-task-gateway: --retention-days must be positive")
     return Settings(
@@ -92,7 +111,7 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             shutdown_timeout=args.shutdown_timeout,
         ),
         storage=StorageSettings(database_url=args.database_url, blob_dir=args.blob_dir, fsync=args.fsync),
-        auth=AuthSettings(internal_token=token),
+        auth=AuthSettings(internal_token=token, user_tokens=user_tokens, require_auth=args.require_auth),
         retention=RetentionSettings(
             ttl_seconds=int(args.retention_days * 86400),
             sweep_interval_seconds=args.sweep_interval,
@@ -104,8 +123,35 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             namespace=args.namespace,
             invoke_image=args.invoke_image,
         ),
+        s3=S3Settings(
+            url=args.blob_url,
+            endpoint_url=args.s3_endpoint,
+            region=args.s3_region,
+            path_style=args.s3_path_style,
+            lifecycle_margin_days=args.s3_lifecycle_margin_days,
+            access_key_id=env.get(ENV_PREFIX + "S3_ACCESS_KEY_ID", ""),
+            secret_access_key=env.get(ENV_PREFIX + "S3_SECRET_ACCESS_KEY", ""),
+        ),
         log_level=args.log_level,
     )
+
+
+def _user_tokens(path: str | None, internal_token: str) -> TokenTable | None:
+    """The user-tokens file's table, or None without a file. Messages never quote the file's text."""
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as exc:
+        raise SystemExit(f"fabric-task-gateway: cannot read --user-tokens-file {path}: {exc.strerror or exc}") from None
+    try:
+        table = parse_user_tokens(text, source=path)
+    except TokensFileError as exc:
+        raise SystemExit(f"fabric-task-gateway: {exc}") from None
+    if table.lookup(internal_token) is not None:
+        raise SystemExit(f"fabric-task-gateway: {path}: a user token equals the internal token; use separate tokens")
+    return table
 
 
 def configure_logging(level: str) -> Any:

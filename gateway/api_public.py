@@ -1,4 +1,4 @@
-"""The public API (``/v1``): task history and execution logs, read-only in this round.
+"""The public API (``/v1``), reads: task history and execution logs (writes: ``api_schedule``).
 
 - ``GET /v1/tasks``                         list with filters, cursor pagination, sort
 - ``GET /v1/tasks/{name}``                  one record, with its spec
@@ -9,6 +9,12 @@
                                             uploaded, until it is sealed (``follow``)
 
 Every path name is checked against the DNS-1123 rule before it reaches a store (400 otherwise).
+
+Authorization (the caller is ``auth_http.principal_of``): lists return only records of namespaces
+the caller may read, narrowed in the store's query (``auth.scope_list``) so pages and cursors
+count visible records only. A record, its executions or its log in a namespace the caller may not
+read answers the same 404, with the same message, as one that does not exist: a caller learns
+nothing about other namespaces, not even which names are taken.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.auth import scope_list
+from gateway.auth_http import principal_of
 from gateway.errors import NotFound, RangeNotSatisfiable
 from gateway.follow import follow_chunks
 from gateway.logrows import parse_row_query
@@ -40,7 +48,7 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 async def list_tasks(request: web.Request) -> web.Response:
     st = state_of(request)
     query = parse_list_query(query_params(request))
-    return json_response(await _page(st, query))
+    return json_response(await _page(st, scope_list(query, principal_of(request).read)))
 
 
 async def get_task(request: web.Request) -> web.Response:
@@ -48,7 +56,7 @@ async def get_task(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     reject_unknown(request.query, set())
     row = await st.records.get(name)
-    if row is None:
+    if row is None or not principal_of(request).may_read_record(row):
         raise NotFound(f"no task or execution named {name!r}")
     return json_response(record_json(row))
 
@@ -57,13 +65,19 @@ async def list_executions(request: web.Request) -> web.Response:
     st = state_of(request)
     name = check_name(request.match_info["name"])
     query = parse_list_query(query_params(request), fixed={"parent": name, "kind": "execution"})
-    page = await _page(st, query)
-    if not page["items"] and query.after is None and await st.records.get(name) is None:
-        raise NotFound(f"no task named {name!r}")
+    principal = principal_of(request)
+    page = await _page(st, scope_list(query, principal.read))
+    if not page["items"] and query.after is None:
+        row = await st.records.get(name)
+        if row is None or not principal.may_read_record(row):
+            raise NotFound(f"no task named {name!r}")
     return json_response(page)
 
 
 async def _page(st: AppState, query: Any) -> dict[str, Any]:
+    """One page of ``query``; ``None`` (nothing visible can match) is an empty last page."""
+    if query is None:
+        return {"items": [], "nextCursor": None}
     rows = await st.records.list(query)
     more = len(rows) > query.limit
     rows = rows[: query.limit]
@@ -77,6 +91,8 @@ async def log_rows(request: web.Request) -> web.Response:
     logs = st.settings.logs
     query = parse_row_query(query_params(request), max_rows=logs.max_rows, max_grep_bytes=logs.max_grep_bytes)
     record = await st.records.get(name)
+    if not principal_of(request).may_read_record(record):
+        raise NotFound(f"no execution named {name!r}")
     page = await st.blobs.rows(name, query, max_row_bytes=logs.max_row_bytes, max_response_bytes=logs.max_response_bytes)
     if page is None and record is None:
         raise NotFound(f"no execution named {name!r}")
@@ -103,6 +119,10 @@ async def log_raw(request: web.Request) -> web.StreamResponse:
     st = state_of(request)
     name = check_name(request.match_info["execution"], "execution")
     reject_unknown(request.query, set())
+    principal = principal_of(request)
+    # "*" readers may read any log, with or without a record: no lookup for them.
+    if not principal.read.all and not principal.may_read_record(await st.records.get(name)):
+        raise NotFound(f"no log for {name!r}")
     stat = await st.blobs.stat(name)
     if stat is None:
         raise NotFound(f"no log for {name!r}")
@@ -139,6 +159,9 @@ async def log_follow(request: web.Request) -> web.StreamResponse:
     params = query_params(request)
     reject_unknown(params, {"offset"})
     offset = parse_int(first(params, "offset"), "offset", default=0, minimum=0, maximum=2**62)
+    principal = principal_of(request)
+    if not principal.read.all and not principal.may_read_record(await st.records.get(name)):
+        raise NotFound(f"no execution named {name!r}")
     stat = await st.blobs.stat(name)
     if stat is None and await st.records.get(name) is None:
         raise NotFound(f"no execution named {name!r}")

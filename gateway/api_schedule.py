@@ -8,9 +8,11 @@ Kubernetes API (``gateway.kube``):
 - ``POST   /v1/agents/{agent}/invoke``     create a Task running the built-in invoke action
 
 Each takes ``?namespace=`` (default ``KubeSettings.namespace``) and answers the seed's
-``{"success": true, "message": ...}`` plus the name it acted on. Input is checked before the
-cluster is asked; without Kubernetes access configured the routes answer 503
-``kubernetes_not_configured``.
+``{"success": true, "message": ...}`` plus the name it acted on. The order of the checks: the
+input (400), then the caller's write scope on that namespace (403 ``forbidden``, see
+``gateway.auth``; a namespace name is the caller's own input, so refusing it reveals nothing),
+then Kubernetes access (503 ``kubernetes_not_configured`` without it). Each operation that
+reaches the cluster is logged with the caller's user name.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aiohttp import web
 
 from controller.model import InvalidTask, validate_schedule, validate_time_zone
 from controller.model.operations import clobber_name
+from gateway.auth_http import principal_of
 from gateway.errors import BadRequest, Unavailable
 from gateway.kube import TaskOperations
 from gateway.model import check_name, reject_unknown
@@ -36,11 +39,19 @@ _MAX_TEXT = 1024
 
 
 def _namespace(request: web.Request) -> str:
+    """The target namespace, checked, and writable by the caller (else 403)."""
     reject_unknown(request.query, {"namespace"})
     ns = request.query.get("namespace", state_of(request).settings.kube.namespace)
     if len(ns) > 63 or not _LABEL.match(ns):
         raise BadRequest(f"namespace {ns[:80]!r} is not a valid namespace name (DNS-1123 label)", code="bad_namespace")
+    principal_of(request).require_write(ns)
     return ns
+
+
+def _audit(request: web.Request, operation: str, namespace: str, **target: str) -> None:
+    state_of(request).logger.info(
+        "schedule operation", operation=operation, namespace=namespace, user=principal_of(request).user, **target
+    )
 
 
 def _ops(request: web.Request) -> TaskOperations:
@@ -68,14 +79,18 @@ async def resume(request: web.Request) -> web.Response:
 async def _suspend(request: web.Request, suspend: bool) -> web.Response:
     name = check_name(request.match_info["name"])
     namespace = _namespace(request)
-    message = await _ops(request).set_suspend(name, namespace, suspend)
+    ops = _ops(request)
+    _audit(request, "pause" if suspend else "resume", namespace, task=name)
+    message = await ops.set_suspend(name, namespace, suspend)
     return _ok(message, task=name, namespace=namespace)
 
 
 async def delete_task(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     namespace = _namespace(request)
-    message = await _ops(request).delete(name, namespace)
+    ops = _ops(request)
+    _audit(request, "delete", namespace, task=name)
+    message = await ops.delete(name, namespace)
     return _ok(message, task=name, namespace=namespace)
 
 
@@ -83,6 +98,7 @@ async def run_now(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     namespace = _namespace(request)
     ops = _ops(request)
+    _audit(request, "run", namespace, task=name)
     job = await ops.run_now(name, namespace, state_of(request).clock.now())
     return _ok(f'Successfully started execution "{job}" of task "{name}"', task=name, namespace=namespace, execution=job)
 
@@ -135,6 +151,7 @@ async def invoke_agent(request: web.Request) -> web.Response:
     namespace = _namespace(request)
     body = parse_invoke(await read_json(request, st.settings.http.max_json_bytes))
     ops = _ops(request)
+    _audit(request, "invoke", namespace, agent=agent)
     name, _ = await ops.invoke(agent, namespace, body)
     if body.get("scheduleCron"):
         message = f'Scheduled agent {agent} ({body["input"]}) as task "{name}": {body["scheduleCron"]}'

@@ -1,6 +1,6 @@
 """The ``BlobStore`` protocol: where execution logs live. One narrow seam (Tekton Results' log
 ``Stream`` idea): the handlers and the sweeper see only this; ``blobs_local`` implements it on a
-directory. An S3-compatible implementation is future work (see README).
+directory, ``blobs_s3`` on S3-compatible object storage; ``blobs_factory`` picks one.
 
 Contract, whatever the backend:
 

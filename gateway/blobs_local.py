@@ -31,26 +31,18 @@ import hashlib
 import json
 import os
 import shutil
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from gateway.blobs import LogStat
+from gateway.blobs_shared import ExecutionLocks, HashCache, HashState
 from gateway.errors import ChecksumMismatch, Conflict, PayloadTooLarge, Unavailable
 from gateway.logindex import RECORD_SIZE, IndexBuilder, IndexRecord, valid_prefix
 from gateway.logrows import RowPage, RowQuery, query_rows
 
 FLUSH_BYTES = 2 << 20
 READ_CHUNK = 256 << 10
-_HASH_CACHE = 1024
 _RECOVER_WINDOW = 1 << 20
-
-
-@dataclass
-class _HashState:
-    size: int
-    hasher: Any  # hashlib sha256 object; hashes exactly the first ``size`` bytes of the log
 
 
 class LocalBlobStore:
@@ -61,12 +53,9 @@ class LocalBlobStore:
         self.lock_timeout = lock_timeout
         self._threads = threads
         self._pool: ThreadPoolExecutor | None = None
-        #: execution -> (lock, users). An entry exists while some task holds or waits for the lock;
-        #: the last user out removes it. Only touched on the event loop.
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        #: execution -> hash of the log's first ``size`` bytes, most recently used last. Written
-        #: only by the holder of the execution's lock.
-        self._hashes: OrderedDict[str, _HashState] = OrderedDict()
+        #: Per-execution locks and running hashes (``blobs_shared``), kept between requests.
+        self._locks = ExecutionLocks()
+        self._hashes = HashCache()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -91,45 +80,12 @@ class LocalBlobStore:
         # ``execution`` is a validated DNS-1123 name (model.check_name): no separators, no '..'.
         return os.path.join(self.root, "tasks", execution)
 
-    # --- locking -----------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _locked(self, execution: str, timeout: float | None) -> AsyncIterator[None]:
-        lock, users = self._locks.get(execution, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[execution] = (lock, users + 1)
-        try:
-            if timeout is None:
-                await lock.acquire()
-            else:
-                try:
-                    await asyncio.wait_for(lock.acquire(), timeout)
-                except asyncio.TimeoutError:
-                    # Transient: usually a retry racing the server's notice that the previous
-                    # connection dropped. 503 + Retry-After: try the same offset again shortly.
-                    raise Unavailable(
-                        f"another upload of {execution!r} is still running; retry",
-                        code="upload_in_progress",
-                        headers={"Retry-After": "1"},
-                    ) from None
-            try:
-                yield
-            finally:
-                lock.release()
-        finally:
-            lock_, users = self._locks[execution]
-            if users <= 1:
-                del self._locks[execution]
-            else:
-                self._locks[execution] = (lock_, users - 1)
-
     # --- appending ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def append(self, execution: str) -> AsyncIterator["_Appender"]:
-        async with self._locked(execution, self.lock_timeout):
-            state = self._hashes.pop(execution, None)
+        async with self._locks.hold(execution, self.lock_timeout):
+            state = self._hashes.take(execution)
             appender = _Appender(self, execution)
             try:
                 await self._run(appender.open_sync, state)
@@ -142,18 +98,16 @@ class LocalBlobStore:
                 # Shielded: a cancelled handler (client gone, shutdown) still flushes what arrived.
                 await asyncio.shield(appender.aclose())
                 if appender.hash_state is not None:
-                    self._hashes[execution] = appender.hash_state
-                    while len(self._hashes) > _HASH_CACHE:
-                        self._hashes.popitem(last=False)
+                    self._hashes.put(execution, appender.hash_state)
 
     # --- finalize ----------------------------------------------------------------------------
 
     async def finalize(self, execution: str, size: int, sha256: str | None) -> LogStat:
-        async with self._locked(execution, self.lock_timeout):
-            state = self._hashes.get(execution)
+        async with self._locks.hold(execution, self.lock_timeout):
+            state = self._hashes.peek(execution)
             return await self._run(self._finalize_sync, execution, size, sha256.lower() if sha256 else None, state)
 
-    def _finalize_sync(self, execution: str, size: int, sha256: str | None, state: _HashState | None) -> LogStat:
+    def _finalize_sync(self, execution: str, size: int, sha256: str | None, state: HashState | None) -> LogStat:
         base = self._dir(execution)
         stored = _file_size(os.path.join(base, "log.txt"))
         sealed = _read_done(base)
@@ -230,10 +184,10 @@ class LocalBlobStore:
     # --- deleting ----------------------------------------------------------------------------
 
     async def delete(self, execution: str, *, only_if: Callable[[], Awaitable[bool]] | None = None) -> bool:
-        async with self._locked(execution, None):
+        async with self._locks.hold(execution, None):
             if only_if is not None and not await only_if():
                 return False
-            self._hashes.pop(execution, None)
+            self._hashes.drop(execution)
             return await self._run(self._delete_sync, execution)
 
     def _delete_sync(self, execution: str) -> bool:
@@ -269,7 +223,7 @@ class _Appender:
         #: The batch being written, if any.
         self._inflight: asyncio.Future[None] | None = None
         self._builder = IndexBuilder()
-        self.hash_state: _HashState | None = None
+        self.hash_state: HashState | None = None
 
     @property
     def size(self) -> int:
@@ -326,7 +280,7 @@ class _Appender:
             os.fsync(self._fd)
             os.fsync(self._idx_fd)
 
-    def open_sync(self, state: _HashState | None) -> None:
+    def open_sync(self, state: HashState | None) -> None:
         os.makedirs(self._dir, exist_ok=True)
         if os.path.exists(os.path.join(self._dir, "log.done")):
             size = _file_size(os.path.join(self._dir, "log.txt"))
@@ -339,7 +293,7 @@ class _Appender:
         if state is not None and state.size == self._stored:
             self.hash_state = state
         elif self._stored == 0:
-            self.hash_state = _HashState(0, hashlib.sha256())
+            self.hash_state = HashState(0, hashlib.sha256())
         # else: the in-memory hash is gone (restart) or stale; finalize re-reads the file.
 
     def _recover_index(self) -> None:

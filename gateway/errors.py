@@ -50,6 +50,15 @@ class Unauthorized(GatewayError):
     code = "unauthorized"
 
 
+class Forbidden(GatewayError):
+    """The token is valid but lacks the scope (write on a namespace). Reads of records in
+    namespaces a token may not read answer 404 instead (``NotFound``), so they do not reveal that
+    a record exists."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(GatewayError):
     status = 404
     code = "not_found"

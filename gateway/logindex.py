@@ -79,6 +79,26 @@ class IndexBuilder:
         builder.last = last
         return builder
 
+    def dump_state(self) -> str:
+        """The builder's whole state as a short ASCII string (``load_state`` reads it back): a
+        store that cannot re-read its log cheaply (S3) keeps it with each piece it writes."""
+        last = self.last
+        fields = (self.block_bytes, self.offset, self.newlines, int(self.at_line_start))
+        tail = (last.line, last.offset, last.ts_ms) if last is not None else ()
+        return " ".join(str(v) for v in (*fields, *tail))
+
+    @classmethod
+    def load_state(cls, state: str) -> "IndexBuilder":
+        """The builder ``dump_state`` described; ValueError when ``state`` is not such a string."""
+        values = [int(v) for v in state.split()]
+        if len(values) not in (4, 7):
+            raise ValueError(f"not an index builder state: {state!r}")
+        builder = cls(block_bytes=values[0])
+        builder.offset, builder.newlines, builder.at_line_start = values[1], values[2], bool(values[3])
+        if len(values) == 7:
+            builder.last = IndexRecord(values[4], values[5], values[6])
+        return builder
+
     @property
     def lines(self) -> int:
         """Lines in the log so far, counting an unterminated last line."""

@@ -4,6 +4,12 @@ operations, so neither drifts. Pure data.
 
 The schedule operations (``api_schedule``) answer 503 ``kubernetes_not_configured`` when the
 gateway has no Kubernetes access.
+
+Security: ``/internal`` needs the operator's token (scheme ``internalToken``); every ``/v1``
+operation needs a user token (``userToken``, ``gateway.auth``) and may answer 401, the schedule
+operations also 403 (no write scope on the namespace). A gateway started without
+``--user-tokens-file`` (local development) does not ask for it. ``/healthz``, ``/readyz``,
+``/metrics`` and ``/openapi.json`` are open.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "Bad input (unknown parameter or filter, bad value, bad cursor, invalid name).",
-        401: "Missing or wrong bearer token.",
+        401: "Missing or wrong bearer token (WWW-Authenticate: Bearer).",
+        403: "The token may not do this: no write scope on the namespace.",
         404: "No such record, log or route.",
         409: "Conflict; the body says why (and the stored size for uploads).",
         413: "Body or log too large.",
@@ -38,6 +45,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         503: "Unavailable: database unreachable, shutting down, upload in progress, or (schedule operations) no or failing Kubernetes access.",
     }
     out = {str(c): _json(_ref("Error"), text[c]) for c in codes}
+    if 401 in codes:
+        out["401"]["headers"] = {
+            "WWW-Authenticate": {"required": True, "schema": {"type": "string"}, "description": "Bearer realm=..."}
+        }
     if 400 in codes:
         # aiohttp's HTTP parser answers a request line or header longer than 8 KiB itself, before
         # any handler or middleware runs: 400 in text/plain.
@@ -146,6 +157,7 @@ _UPSERT_PROPS = {
 }
 
 _SECURED = [{"internalToken": []}]
+_PUBLIC = [{"userToken": []}]
 
 _NAMESPACE = _query("namespace", {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
                     "Namespace of the Task (default: the gateway's --namespace).")
@@ -166,12 +178,30 @@ def _operation(op_id: str, summary: str, path_param: tuple[str, str], *, body: d
 
 
 def spec() -> dict[str, Any]:
+    doc = _document()
+    for path, ops in doc["paths"].items():
+        if not path.startswith("/v1/"):
+            continue
+        for op in ops.values():
+            op["security"] = _PUBLIC
+            extra = (401, 403) if "schedule" in op.get("tags", ()) else (401,)
+            op["responses"] = {**op["responses"], **_errors(*extra)}
+    return doc
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "Fabric task gateway",
             "version": "1",
-            "description": "Task and execution history, execution logs as rows, retention. The /internal routes are for the operator.",
+            "description": (
+                "Task and execution history, execution logs as rows, retention, schedule operations. "
+                "The /internal routes are for the operator (internalToken). The /v1 routes take a user token "
+                "(userToken) scoped to namespaces: records and logs of other namespaces answer 404 as if absent, "
+                "schedule operations without write scope 403. A gateway without user tokens (local development) "
+                "leaves /v1 open."
+            ),
         },
         "paths": {
             "/v1/tasks": {
@@ -339,7 +369,16 @@ def spec() -> dict[str, Any]:
             },
         },
         "components": {
-            "securitySchemes": {"internalToken": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "internalToken": {"type": "http", "scheme": "bearer", "description": "The operator's token (/internal only)."},
+                "userToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A user token of --user-tokens-file: reads in its read namespaces, schedule "
+                                   "operations in its write namespaces (/v1 only; not asked for when the gateway "
+                                   "runs without user tokens).",
+                },
+            },
             "schemas": {
                 "Error": {
                     "type": "object",

@@ -1,10 +1,13 @@
 """Wires the gateway together and owns its lifecycle.
 
-``build_app`` makes the aiohttp application: routes of ``ops``, ``api_public`` and
-``api_internal``; three middlewares (outermost first): ``observe`` (metrics and the access log),
+``build_app`` makes the aiohttp application: routes of ``ops``, ``api_public``, ``api_schedule``
+and ``api_internal``; four middlewares (outermost first): ``observe`` (metrics and the access log),
 ``translate_errors`` (the one place errors become JSON answers), ``guard_internal`` (internal routes
-only on the internal listener, bearer token checked in constant time). Stores open, migrations run
-and the retention sweeper starts in the app's cleanup context; they stop in reverse order.
+only on the internal listener, the operator's bearer token checked in constant time),
+``auth_http.authenticate_public`` (the user token of a ``/v1`` request -> its ``Principal``; the
+handlers authorize per namespace). The two tokens are separate: the internal token is no user
+token and a user token never opens ``/internal``. Stores open, migrations run and the retention
+sweeper starts in the app's cleanup context; they stop in reverse order.
 
 ``start`` binds the listeners and returns a ``RunningGateway``; ``serve`` runs one until SIGTERM
 or SIGINT and then shuts down gracefully: readiness goes to 503, listeners stop accepting,
@@ -26,8 +29,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gateway import api_internal, api_public, api_schedule, ops
+from gateway.auth import describe_table
+from gateway.auth_http import PRINCIPAL, authenticate_public
 from gateway.blobs import BlobStore
-from gateway.blobs_local import LocalBlobStore
+from gateway.blobs_factory import describe_blob_store, make_blob_store
 from gateway.clock import Clock
 from gateway.errors import GatewayError, NotFound, Unauthorized
 from gateway.kube import TaskOperations, open_client
@@ -56,16 +61,12 @@ def make_stores(settings: Settings) -> tuple[RecordStore, BlobStore]:
         records = PostgresRecordStore(url, pool_size=storage.postgres_pool_size)
     else:
         raise ValueError(f"unsupported database URL {redact_url(url)!r}: use sqlite:///path or postgresql://...")
-    blobs = LocalBlobStore(
-        storage.blob_dir,
-        fsync=storage.fsync,
-        max_log_bytes=settings.logs.max_log_bytes,
-        lock_timeout=settings.logs.upload_lock_timeout,
-    )
-    return records, blobs
+    return records, make_blob_store(settings)
 
 
 def build_app(settings: Settings, *, clock: Clock, registry: CollectorRegistry, logger: Any) -> web.Application:
+    if settings.auth.require_auth and settings.auth.user_tokens is None:
+        raise ValueError("require_auth is set but no user tokens are configured (--user-tokens-file)")
     records, blobs = make_stores(settings)
     state = AppState(
         settings=settings,
@@ -75,7 +76,7 @@ def build_app(settings: Settings, *, clock: Clock, registry: CollectorRegistry, 
         metrics=Metrics(registry),
         logger=logger,
     )
-    app = web.Application(middlewares=[observe, translate_errors, guard_internal])
+    app = web.Application(middlewares=[observe, translate_errors, guard_internal, authenticate_public])
     app[STATE] = state
     app.add_routes(ops.routes() + api_public.routes() + api_schedule.routes() + api_internal.routes())
     app.cleanup_ctx.append(_lifecycle)
@@ -104,7 +105,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         "gateway storage open",
         kubernetes=kube.host if kube is not None else None,
         database=redact_url(st.settings.storage.database_url),
-        blob_dir=st.settings.storage.blob_dir,
+        blobs=describe_blob_store(st.settings),
         schema_version=await st.records.schema_version(),
     )
     try:
@@ -151,9 +152,10 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
         route = _route_label(request)
         st.metrics.http_requests.labels(method=request.method, route=route, code=str(status)).inc()
         st.metrics.http_duration.labels(method=request.method, route=route).observe(elapsed)
-        # Method, route, path and status only: never headers (the bearer token) or bodies.
-        # Probes and scrapes are frequent and dull: debug.
+        # Method, route, path, status and the user's name only: never headers (the bearer
+        # tokens) or bodies. Probes and scrapes are frequent and dull: debug.
         log = st.logger.debug if route in _QUIET_ROUTES and status < 400 else st.logger.info
+        principal = request.get(PRINCIPAL)
         log(
             "http request",
             method=request.method,
@@ -161,6 +163,7 @@ async def observe(request: web.Request, handler: Any) -> web.StreamResponse:
             path=request.path,
             status=status,
             duration_ms=round(elapsed * 1000, 2),
+            **({"user": principal.user} if principal is not None else {}),
         )
 
 
@@ -259,6 +262,15 @@ async def start(settings: Settings, *, clock: Clock, registry: CollectorRegistry
         raise
     running = RunningGateway(app, runner, _url(public), internal_url)
     logger.info("gateway listening", public=running.public_url, internal=running.internal_url)
+    users = settings.auth.user_tokens
+    if users is None:
+        logger.warning(
+            "public API is unauthenticated: set --user-tokens-file",
+            detail="anyone who reaches the public port may read every record and log and pause, run, "
+                   "delete and create Tasks; --require-auth refuses to start like this",
+        )
+    else:
+        logger.info("public API needs user tokens", users=describe_table(users))
     return running
 
 

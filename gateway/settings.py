@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.auth import TokenTable
+
 
 @dataclass(frozen=True)
 class HttpSettings:
@@ -53,7 +55,17 @@ class StorageSettings:
 class AuthSettings:
     internal_token: str = field(default="", repr=False)
     """Bearer token the operator presents on ``/internal``. Compared in constant time; never
-    logged or shown in a repr. Empty refuses every internal request."""
+    logged or shown in a repr. Empty refuses every internal request. Never accepted on ``/v1``."""
+
+    user_tokens: TokenTable | None = field(default=None, repr=False)
+    """The user tokens of the public API (``/v1``) with their namespace scopes, as sha256 digests
+    (``gateway.auth``), from ``--user-tokens-file``. ``None``: no file was configured and the
+    public API is open to anyone who reaches the port (local development; a warning is logged
+    at startup). Never accepted on ``/internal``."""
+
+    require_auth: bool = False
+    """Refuse to start without ``user_tokens`` (production: a missing Secret must not silently
+    open the API)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,43 @@ class KubeSettings:
 
 
 @dataclass(frozen=True)
+class S3Settings:
+    """Log blobs in S3-compatible object storage (``blobs_s3``) instead of ``storage.blob_dir``.
+    Unset ``url``: the local directory. Credentials left empty come from botocore's usual chain
+    (``AWS_*`` environment, shared files, instance or pod identity)."""
+
+    url: str = ""
+    """``s3://bucket`` or ``s3://bucket/prefix``: logs live at ``<prefix>/tasks/<execution>/``."""
+
+    endpoint_url: str | None = None
+    """An S3-compatible server's URL (``http://seaweedfs:8333``); None: AWS for ``region``."""
+
+    region: str = "us-east-1"
+
+    access_key_id: str = field(default="", repr=False)
+
+    secret_access_key: str = field(default="", repr=False)
+    """Never logged or shown in a repr."""
+
+    path_style: bool = True
+    """Address buckets as ``endpoint/bucket/key`` (most S3-compatible servers) rather than
+    ``bucket.endpoint/key``."""
+
+    lifecycle_margin_days: int = 7
+    """At startup the gateway sets a bucket lifecycle rule expiring ``<prefix>/tasks/`` objects
+    ``retention`` + this many days after they were written (a backstop for blobs the sweeper
+    missed); 0 sets no rule. Records with a longer ``ttlSeconds`` outlive it: use 0 then."""
+
+    part_bytes: int = 8 << 20
+    """An upload stores its bytes as objects of at most this many bytes (at least 5 MiB, the
+    smallest multipart part, so finalize can compose them by server-side copy)."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url)
+
+
+@dataclass(frozen=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
@@ -137,5 +186,6 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     logs: LogSettings = field(default_factory=LogSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
     log_level: str = "info"
     """Level of the gateway's own structured log: debug, info, warning, error."""

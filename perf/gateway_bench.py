@@ -4,6 +4,8 @@ throughput against a local-file baseline, all through the real HTTP API of a rea
     .venv/bin/python perf/gateway_bench.py                       # 100k records, 256 MiB log, SQLite
     .venv/bin/python perf/gateway_bench.py --records 1000000 --log-mb 1024
     .venv/bin/python perf/gateway_bench.py --database-url postgresql://user@127.0.0.1:5432/bench
+    .venv/bin/python perf/gateway_bench.py --postgres --records 1000000 --log-mb 0   # a throwaway PostgreSQL
+    .venv/bin/python perf/gateway_bench.py --s3 --records 1000 --log-mb 1024         # logs in SeaweedFS (tools/s3server.sh)
 
 What it does:
 
@@ -104,6 +106,84 @@ def make_rows(start: int, count: int, rnd: random.Random) -> list[dict[str, Any]
     return rows
 
 
+# --- throwaway servers ---------------------------------------------------------------------------
+
+
+def start_postgres(work: str) -> tuple[str, Any]:
+    """A throwaway PostgreSQL (Debian's binaries) under ``work``, as tests/unit/test_gateway_api.py
+    starts it but with its default durability (fsync on): (URL, stop function)."""
+    import glob
+    import pwd
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        raise SystemExit("no PostgreSQL server binaries: apt-get install postgresql")
+    bindir = os.path.dirname(found[-1])
+    base = os.path.join(work, "pg")
+    os.makedirs(os.path.join(base, "sock"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        pw = pwd.getpwnam("postgres")
+        for path in (work, base, os.path.join(base, "sock")):
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = os.path.join(base, "data"), free_port()
+    subprocess.run([*prefix, f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"],
+                   check=True, capture_output=True)
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base}/sock -c shared_buffers=256MB -c max_connections=50"
+    subprocess.run([*prefix, f"{bindir}/pg_ctl", "-D", data, "-l", f"{base}/server.log", "-w", "-o", options, "start"],
+                   check=True, capture_output=True)
+    subprocess.run([*prefix, f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "bench"], check=True)
+
+    def stop() -> None:
+        subprocess.run([*prefix, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"], capture_output=True)
+
+    return f"postgresql://postgres@127.0.0.1:{port}/bench", stop
+
+
+def start_s3(work: str) -> tuple[dict[str, str], Any]:  # before main's event loop: uses its own
+    """SeaweedFS from tools/s3server.sh with a bucket ``bench``: (gateway environment, stop)."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "s3server.sh")
+    base = os.path.join(work, "s3")
+    subprocess.run([script, "up", base], check=True, stdout=subprocess.DEVNULL)
+    env = dict(line.split("=", 1) for line in open(os.path.join(base, "env")).read().split())
+
+    async def bucket() -> None:
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
+        config = AioConfig(s3={"addressing_style": "path"})
+        async with get_session().create_client(
+            "s3", endpoint_url=env["S3_ENDPOINT"], region_name="us-east-1", config=config,
+            aws_access_key_id=env["S3_ACCESS_KEY_ID"], aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"],
+        ) as s3:
+            for attempt in range(100):
+                try:
+                    await s3.create_bucket(Bucket="bench")
+                    return
+                except Exception:  # noqa: BLE001 - the filer may still be starting
+                    if attempt == 99:
+                        raise
+                    await asyncio.sleep(0.2)
+
+    gateway_env = {
+        "FABRIC_GATEWAY_BLOB_URL": "s3://bench/gw",
+        "FABRIC_GATEWAY_S3_ENDPOINT": env["S3_ENDPOINT"],
+        "FABRIC_GATEWAY_S3_ACCESS_KEY_ID": env["S3_ACCESS_KEY_ID"],
+        "FABRIC_GATEWAY_S3_SECRET_ACCESS_KEY": env["S3_SECRET_ACCESS_KEY"],
+    }
+
+    def stop() -> None:
+        subprocess.run([script, "down", base], capture_output=True)
+
+    try:
+        asyncio.run(bucket())
+    except BaseException:
+        stop()
+        raise
+    return gateway_env, stop
+
+
 async def seed(database_url: str, blob_dir: str, n: int) -> float:
     records, _ = make_stores(Settings(storage=StorageSettings(database_url=database_url, blob_dir=blob_dir)))
     await records.open()
@@ -128,10 +208,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def start_gateway(database_url: str, blob_dir: str) -> tuple[subprocess.Popen[bytes], str]:
+async def start_gateway(database_url: str, blob_dir: str, extra_env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
+        **extra_env,
         "FABRIC_GATEWAY_PORT": str(port),
         "FABRIC_GATEWAY_DATABASE_URL": database_url,
         "FABRIC_GATEWAY_BLOB_DIR": blob_dir,
@@ -288,37 +369,56 @@ async def bench_log(http: aiohttp.ClientSession, url: str, work: str, log_mb: in
     print(f"  tail=10&grep=<rare, at start> {fmt_ms(grep_tail)}   (scans the whole log backwards)")
 
 
-async def main() -> None:
+def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--records", type=int, default=100_000, help="records to seed (target: 1000000)")
-    p.add_argument("--log-mb", type=int, default=256, help="size of the generated log in MiB (target: 1024)")
+    p.add_argument("--log-mb", type=int, default=256, help="size of the generated log in MiB (target: 1024; 0: no log part)")
     p.add_argument("--put-mb", type=int, default=64, help="MiB per upload request")
     p.add_argument("--pages", type=int, default=20, help="pages per list walk")
     p.add_argument("--walks", type=int, default=10, help="list walks per filter")
     p.add_argument("--samples", type=int, default=50, help="requests per log query kind")
     p.add_argument("--database-url", default=None, help="default: a SQLite file in the work directory")
+    p.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL server for the records")
+    p.add_argument("--s3", action="store_true", help="logs in SeaweedFS started by tools/s3server.sh (built first)")
     p.add_argument("--workdir", default=None, help="default: a temporary directory (removed at the end)")
     args = p.parse_args()
     work = args.workdir or tempfile.mkdtemp(prefix="gateway-bench-")
     os.makedirs(work, exist_ok=True)
-    database_url = args.database_url or f"sqlite:///{work}/tasks.db"
-    blob_dir = os.path.join(work, "blobs")
-    print(f"gateway bench: {args.records} records, {args.log_mb} MiB log, store {database_url.split(':')[0]}, work dir {work}")
+    stops: list[Any] = []
     try:
-        seconds = await seed(database_url, blob_dir, args.records)
-        print(f"seeded {args.records} records in {seconds:.1f} s ({args.records / max(seconds, 1e-9):,.0f}/s)")
-        proc, url = await start_gateway(database_url, blob_dir)
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as http:
-                await bench_list(http, url, args.pages, args.walks)
-                await bench_log(http, url, work, args.log_mb, args.put_mb, args.samples)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+        database_url = args.database_url or f"sqlite:///{work}/tasks.db"
+        if args.postgres:
+            database_url, stop = start_postgres(work)
+            stops.append(stop)
+        extra_env: dict[str, str] = {}
+        if args.s3:
+            extra_env, stop = start_s3(work)
+            stops.append(stop)
+        blobs = extra_env.get("FABRIC_GATEWAY_BLOB_URL", "local directory")
+        print(f"gateway bench: {args.records} records, {args.log_mb} MiB log, store {database_url.split(':')[0]}, "
+              f"logs {blobs}, work dir {work}")
+        asyncio.run(run(args, work, database_url, extra_env))
     finally:
+        for stop in reversed(stops):
+            stop()
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 
 
+async def run(args: argparse.Namespace, work: str, database_url: str, extra_env: dict[str, str]) -> None:
+    blob_dir = os.path.join(work, "blobs")
+    seconds = await seed(database_url, blob_dir, args.records)
+    print(f"seeded {args.records} records in {seconds:.1f} s ({args.records / max(seconds, 1e-9):,.0f}/s)")
+    proc, url = await start_gateway(database_url, blob_dir, extra_env)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as http:
+            await bench_list(http, url, args.pages, args.walks)
+            if args.log_mb > 0:
+                await bench_log(http, url, work, args.log_mb, args.put_mb, args.samples)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

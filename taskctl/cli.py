@@ -33,6 +33,8 @@ def _global_options(p: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("-o", "--output", choices=OUTPUTS, default=d, help="output format (default table)")
     g.add_argument("--gateway", metavar="URL", default=d, help="task gateway URL; reads go there when set [env TASKCTL_GATEWAY]")
     g.add_argument("--token", default=d, help="bearer token for the gateway [env TASKCTL_TOKEN]")
+    g.add_argument("--token-file", metavar="FILE", default=d,
+                   help="file holding the gateway token (e.g. a mounted Secret) [env TASKCTL_TOKEN_FILE]")
     g.add_argument("--backend", choices=BACKENDS, default=d, help="where reads go: auto (gateway if configured), kube or gateway")
     g.add_argument("--kubeconfig", metavar="FILE", default=d, help="kubeconfig [env TASKCTL_KUBECONFIG, KUBECONFIG]")
     g.add_argument("--context", default=d, help="kubeconfig context [env TASKCTL_CONTEXT]")

@@ -10,7 +10,11 @@ execution has ended without a log, so it keeps going after the pod is gone, and 
 
 Errors: a connection failure is ``UnreachableError`` naming the URL and the cause; the gateway's
 ``{"error": {"code", "message"}}`` answers become ``NotFoundError`` (404) or ``CliError`` with
-its message.
+its message; 401 and 403 say whether a token was sent and how to give one. A gateway with user
+tokens answers 404 for records in namespaces the token may not read, as for missing ones.
+
+The token (``Settings.token``) travels only in the ``Authorization`` header of the session; it is
+never part of a message.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class GatewayBackend:
         self._poll = poll_interval
         self._note = note or (lambda text: None)
         headers = {"Accept": "application/json"}
+        #: Whether requests carry a token (for the 401 message); the token itself stays in the header.
+        self._has_token = bool(token)
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
@@ -90,8 +96,15 @@ class GatewayBackend:
             message, code = raw.decode("utf-8", "replace")[:200] or f"HTTP {status}", ""
         if status == 404:
             return NotFoundError(message)
+        if status == 401 and self._has_token:
+            return CliError(f"the gateway at {self.url} refused the token (401 {code or 'unauthorized'}): {message}; "
+                            "check the token given by --token, TASKCTL_TOKEN, TASKCTL_TOKEN_FILE or the config file")
         if status == 401:
-            return CliError(f"the gateway refused the token (401): {message}; set --token or TASKCTL_TOKEN")
+            return CliError(f"the gateway at {self.url} needs a token (401 {code or 'unauthorized'}): {message}; "
+                            "give one with TASKCTL_TOKEN_FILE (a file holding it), TASKCTL_TOKEN or --token")
+        if status == 403:
+            return CliError(f"the gateway at {self.url} does not allow this token to do that (403 {code or 'forbidden'}): "
+                            f"{message}")
         return CliError(f"the gateway answered {status}{' ' + code if code else ''}: {message}")
 
     async def _pages(self, path: str, params: list[tuple[str, str]], limit: int | None) -> list[dict[str, Any]]:

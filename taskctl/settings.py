@@ -7,6 +7,7 @@ setting                flag                    environment          config file 
 =====================  ======================  ===================  ===========================
 gateway URL            ``--gateway``           ``TASKCTL_GATEWAY``  ``gateway``
 gateway token          ``--token``             ``TASKCTL_TOKEN``    ``token``
+gateway token file     ``--token-file`` [1]_   ``TASKCTL_TOKEN_FILE`` ``tokenFile``
 backend                ``--backend``           ``TASKCTL_BACKEND``  ``backend`` (auto|kube|gateway)
 namespace              ``-n/--namespace``      ``TASKCTL_NAMESPACE`` ``namespace``
 kubeconfig             ``--kubeconfig``        ``TASKCTL_KUBECONFIG`` (then ``KUBECONFIG``) ``kubeconfig``
@@ -15,6 +16,14 @@ project (agents)       ``--project``           ``TASKCTL_PROJECT``  ``project``
 invoke image           ``--image``             ``TASKCTL_INVOKE_IMAGE`` ``invokeImage``
 colour                 ``--no-color``/``--color``  ``NO_COLOR``     ``color`` (auto|always|never)
 =====================  ======================  ===================  ===========================
+
+.. [1] read from the parsed flags as ``token_file`` (defined by ``cli``).
+
+The gateway token: at each level a token beats a token file, so the first of ``--token``,
+``--token-file``, ``TASKCTL_TOKEN``, ``TASKCTL_TOKEN_FILE``, ``token``, ``tokenFile`` wins. A token
+file holds the token alone (surrounding blanks and the final newline are dropped), e.g. a mounted
+Secret; prefer it to ``--token``, which other users of the machine can read in ``ps``. The token
+is never printed, not even in an error message.
 
 The config file is ``--config``, else ``$TASKCTL_CONFIG``, else
 ``$XDG_CONFIG_HOME/taskctl/config.yaml`` (``~/.config/taskctl/config.yaml``); a missing default
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -44,7 +54,7 @@ DEFAULT_INVOKE_IMAGE = "ghcr.io/fabric/sys-invoke-skill:latest"
 DEFAULT_INVOKE_COMMAND = ("node", "/dist/sys-invoke-skill.js")
 BACKENDS = ("auto", "kube", "gateway")
 OUTPUTS = ("table", "wide", "json", "yaml", "name")
-CONFIG_KEYS = frozenset({"gateway", "token", "backend", "namespace", "kubeconfig", "context", "project",
+CONFIG_KEYS = frozenset({"gateway", "token", "tokenFile", "backend", "namespace", "kubeconfig", "context", "project",
                          "invokeImage", "invokeCommand", "color", "user"})
 
 
@@ -196,7 +206,7 @@ def resolve(args: Any, env: Mapping[str, str], *, stdout_tty: bool, stdin_tty: b
     return Settings(
         backend=backend,
         gateway_url=gateway,
-        token=pick("token", "TASKCTL_TOKEN", "token"),
+        token=_token(args, env, config),
         namespace=pick("namespace", "TASKCTL_NAMESPACE", "namespace"),
         all_namespaces=bool(getattr(args, "all_namespaces", False)),
         kubeconfig=_path(pick("kubeconfig", "TASKCTL_KUBECONFIG", "kubeconfig") or env.get("KUBECONFIG") or None),
@@ -213,6 +223,40 @@ def resolve(args: Any, env: Mapping[str, str], *, stdout_tty: bool, stdin_tty: b
         now=now,
         request_timeout=float(getattr(args, "request_timeout", None) or 30.0),
     )
+
+
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+
+
+def _token(args: Any, env: Mapping[str, str], config: Mapping[str, Any]) -> str | None:
+    """The gateway token: flag, then environment, then config file; at each level the token
+    itself before a token file. Errors name where the token came from, never the token."""
+    sources = (
+        (getattr(args, "token", None), None, "--token"),
+        (None, getattr(args, "token_file", None), "--token-file"),
+        (env.get("TASKCTL_TOKEN"), None, "TASKCTL_TOKEN"),
+        (None, env.get("TASKCTL_TOKEN_FILE"), "TASKCTL_TOKEN_FILE"),
+        (config.get("token"), None, "config key token"),
+        (None, config.get("tokenFile"), "config key tokenFile"),
+    )
+    for value, file, where in sources:
+        if file:
+            path = Path(str(file)).expanduser()
+            try:
+                value = path.read_text()
+            except OSError as exc:
+                raise UsageError(f"cannot read the gateway token file {path} ({where}): {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise UsageError(f"the gateway token file {path} ({where}) is not text") from None
+            if not value.strip():
+                raise UsageError(f"the gateway token file {path} ({where}) is empty")
+            where = f"the file {path} ({where})"
+        if value:
+            token = str(value).strip()
+            if not _TOKEN_CHARS.fullmatch(token):
+                raise UsageError(f"the gateway token from {where} has blanks or characters other than printable ASCII")
+            return token
+    return None
 
 
 def _path(value: Any) -> str | None:

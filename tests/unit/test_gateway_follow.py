@@ -1,5 +1,5 @@
 """``GET /v1/tasks/{execution}/logs/follow`` on the real app on a loopback port (temporary SQLite
-file and blob directory): a follow running while the log is uploaded in pieces gets exactly the
+file; logs in a directory or in a real S3-compatible server): a follow running while the log is uploaded in pieces gets exactly the
 final bytes, piece by piece, and ends at finalize; a sealed log comes back whole (or from
 ``offset``) and the stream ends; a record marked ``lost``, idleness and shutdown end it; unknown
 executions are 404.
@@ -21,10 +21,11 @@ import pytest
 import structlog
 from fakeclock import FakeClock
 from prometheus_client import CollectorRegistry
+from s3server import s3_server  # noqa: F401 - the session fixture of the "s3" variant
 
 from gateway.follow import LogEvents
 from gateway.server import RunningGateway, start
-from gateway.settings import AuthSettings, HttpSettings, LogSettings, Settings, StorageSettings
+from gateway.settings import AuthSettings, HttpSettings, LogSettings, S3Settings, Settings, StorageSettings
 
 TOKEN = "follow-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -58,9 +59,15 @@ class Gw:
             return resp.status, await resp.read()
 
 
-@pytest.fixture
-async def make_gw(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+@pytest.fixture(params=["local", "s3"])
+async def make_gw(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
+    """The gateway with logs in a directory, or in a real S3-compatible server (``s3server``)."""
     started: list[Gw] = []
+    s3 = S3Settings()
+    if request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        s3 = S3Settings(url=f"s3://{await server.new_bucket()}/gw", endpoint_url=server.endpoint,
+                        access_key_id=server.access_key_id, secret_access_key=server.secret_access_key)
 
     async def make(*, poll: float = 0.5, idle: float = 600.0) -> Gw:
         settings = Settings(
@@ -69,6 +76,7 @@ async def make_gw(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
                                     fsync=False),
             auth=AuthSettings(internal_token=TOKEN),
             logs=LogSettings(follow_poll_interval=poll, follow_idle_timeout=idle),
+            s3=s3,
         )
         logger = structlog.wrap_logger(structlog.PrintLogger(file=io.StringIO()))
         running = await start(settings, clock=FakeClock(), registry=CollectorRegistry(), logger=logger)

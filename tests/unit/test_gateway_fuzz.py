@@ -1,7 +1,11 @@
 """Schemathesis fuzzes every operation of ``/openapi.json`` against the real app on a loopback
-port (temporary SQLite file and blob directory, the internal token on ``/internal`` routes):
-no answer may be a 5xx, and every answer must conform to the document (status code documented,
+port (temporary SQLite file and blob directory, the internal token on ``/internal`` routes, a user
+token on ``/v1`` routes that may read every namespace and write only in ``default``, so the
+schedule operations answer 403 for any other namespace): no answer may be a 5xx, and every answer must conform to the document (status code documented,
 content type, headers, body schema), schema-violating input must be refused with a 4xx.
+
+Authentication is checked too (schemathesis' ``ignored_auth``): each secured operation is also
+sent without its token and must answer 401.
 
 Not checked: that every schema-valid request is accepted (schemathesis' ``positive_data_acceptance``).
 The API has rules OpenAPI 3.0 cannot state, and a request breaking one is rightly a 400: opaque
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import tempfile
 import threading
@@ -32,16 +37,19 @@ from prometheus_client import CollectorRegistry
 
 pytest.importorskip("schemathesis", reason="pip install schemathesis (the test extra)")
 import schemathesis  # noqa: E402
-from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance  # noqa: E402
+from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
 from gateway import openapi  # noqa: E402
+from gateway.auth import parse_user_tokens  # noqa: E402
 from gateway.clock import RealClock  # noqa: E402
 from gateway.server import RunningGateway, start  # noqa: E402
 from gateway.settings import AuthSettings, HttpSettings, LogSettings, Settings, StorageSettings  # noqa: E402
 
 TOKEN = "fuzz-" + "0" * 16
+USER_TOKEN = "fuzz-user-" + "1" * 16
+USER_TOKENS = parse_user_tokens(json.dumps({"tokens": [{"user": "fuzz", "token": USER_TOKEN, "read": ["*"], "write": ["default"]}]}))
 MAX_EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "30"))
-EXCLUDED = [ignored_auth, positive_data_acceptance]
+EXCLUDED = [positive_data_acceptance]
 SCHEDULE_OPERATIONS = {"pauseTask", "resumeTask", "runTask", "deleteTask", "invokeAgent"}
 
 schema = schemathesis.openapi.from_dict(openapi.spec())
@@ -78,7 +86,7 @@ def base_url() -> Iterator[str]:
             Settings(
                 http=HttpSettings(host="127.0.0.1", port=0, shutdown_timeout=5),
                 storage=StorageSettings(database_url=f"sqlite:///{tmp}/tasks.db", blob_dir=f"{tmp}/blobs", fsync=False),
-                auth=AuthSettings(internal_token=TOKEN),
+                auth=AuthSettings(internal_token=TOKEN, user_tokens=USER_TOKENS, require_auth=True),
                 # A follow of an execution another example created would wait for bytes: not long.
                 logs=LogSettings(follow_idle_timeout=1.0),
             )
@@ -94,13 +102,21 @@ def base_url() -> Iterator[str]:
 # cores shared with other test runs), not the API.
 @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_openapi_fuzz(case: schemathesis.Case, base_url: str) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN}"} if case.path.startswith("/internal/") else None
+    headers = None
+    if case.path.startswith("/internal/"):
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+    elif case.path.startswith("/v1/"):
+        headers = {"Authorization": f"Bearer {USER_TOKEN}"}
     op_id = case.operation.definition.raw.get("operationId")
     if op_id in SCHEDULE_OPERATIONS:
         response = case.call(base_url=base_url, headers=headers, timeout=30)
         if response.status_code == 503:
             assert response.json()["error"]["code"] == "kubernetes_not_configured", response.text
+            assert (case.query or {}).get("namespace", "default") == "default", response.text
             return
+        if response.status_code == 403:
+            assert response.json()["error"]["code"] == "forbidden", response.text
+            assert (case.query or {}).get("namespace", "default") != "default", response.text
         assert response.status_code < 500, response.text
         case.validate_response(response, excluded_checks=EXCLUDED)
         return

@@ -148,6 +148,22 @@ def test_index_resume_rebuilds_the_same_state() -> None:
     assert resumed.lines == 501
 
 
+@pytest.mark.parametrize("cut", [0, 1, 17, 4000, 9000])
+def test_index_state_round_trips_at_any_byte(cut: int) -> None:
+    # The S3 store keeps ``dump_state`` with each part and resumes the next upload from it.
+    rnd = random.Random(cut)
+    data = b"".join(b"y" * rnd.randrange(0, 90) + b"\n" for _ in range(300)) + b"end"
+    whole = IndexBuilder(block_bytes=256)
+    expected = whole.feed(data[:cut], 5) + whole.feed(data[cut:], 9)
+    first = IndexBuilder(block_bytes=256)
+    got = first.feed(data[:cut], 5)
+    second = IndexBuilder.load_state(first.dump_state())
+    got += second.feed(data[cut:], 9)
+    assert got == expected and second.dump_state() == whole.dump_state()
+    with pytest.raises(ValueError):
+        IndexBuilder.load_state("1 2 x")
+
+
 def test_index_lookups() -> None:
     recs = [IndexRecord(0, 0, 10), IndexRecord(5, 100, 10), IndexRecord(9, 180, 20), IndexRecord(20, 400, 30)]
     get = recs.__getitem__

@@ -2,7 +2,9 @@
 loopback port (a thread of this test process, over a temporary SQLite file and blob directory,
 on a fake clock starting at T0), seeded through its internal API exactly as the operator will
 write to it. Every read verb, every output format, logs (rows, tail, grep, raw, follow), the
-error paths, configuration precedence, colours on a pseudo-terminal, and the golden tables.
+error paths, configuration precedence, colours on a pseudo-terminal, and the golden tables; and
+against a second gateway that needs user tokens, taskctl with a token from each source, the 401
+messages, namespace scoping, and no token in any output.
 
 "Now" is frozen for taskctl with its documented test hook TASKCTL_NOW, so relative times
 ("3 hours ago") are stable. Set TASKCTL_UPDATE_GOLDEN=1 to rewrite tests/golden/ after a
@@ -38,8 +40,10 @@ import yaml
 from fakeclock import FakeClock
 from prometheus_client import CollectorRegistry
 
+from gateway.auth import TokenTable, parse_user_tokens
 from gateway.server import start
 from gateway.settings import AuthSettings, HttpSettings, RetentionSettings, Settings, StorageSettings
+from taskctl.settings import resolve
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
@@ -59,12 +63,12 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 class GatewayThread:
     """The real gateway app on 127.0.0.1, served by an event loop in a thread of its own."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, users: TokenTable | None = None) -> None:
         self.settings = Settings(
             http=HttpSettings(host="127.0.0.1", port=0, shutdown_timeout=2),
             storage=StorageSettings(database_url=f"sqlite:///{tmp}/tasks.db", blob_dir=str(tmp / "blobs"),
                                     sqlite_readers=2, fsync=False),
-            auth=AuthSettings(internal_token=TOKEN),
+            auth=AuthSettings(internal_token=TOKEN, user_tokens=users),
             retention=RetentionSettings(ttl_seconds=30 * 86400, sweep_interval_seconds=3600),
         )
         self.loop = asyncio.new_event_loop()
@@ -443,3 +447,109 @@ def test_colours_and_width_on_a_terminal(gateway: GatewayThread, home: Path) -> 
 def test_ascii_tables_when_stdout_cannot_encode_box_drawing(gateway: GatewayThread, home: Path) -> None:
     out = ok(gw_run(gateway, home, "list", "--scheduled", PYTHONIOENCODING="ascii"))
     assert out.splitlines()[0].startswith("+---") and "| PAUSED" in out
+
+
+# --- a gateway that needs user tokens ---------------------------------------------------------------
+
+USER_TOKEN = "proj1-reader-" + uuid.uuid4().hex  # reads proj1 only
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    users = parse_user_tokens(json.dumps({"tokens": [{"user": "reader", "token": USER_TOKEN, "read": ["proj1"]}]}))
+    gw = GatewayThread(tmp_path_factory.mktemp("secured"), users).start()
+    try:
+        seed(gw)
+        yield gw
+    finally:
+        gw.stop()
+
+
+def no_token_in(done: subprocess.CompletedProcess, *tokens: str) -> subprocess.CompletedProcess:
+    for token in tokens:
+        assert token not in done.stdout and token not in done.stderr, "a token was printed"
+    return done
+
+
+def test_token_from_each_source_reads_its_namespaces_only(secured: GatewayThread, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    token_file = tmp_path / "token"
+    token_file.write_text(USER_TOKEN + "\n")  # as a mounted Secret or `echo` writes it
+    config = home / ".config" / "taskctl" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    expected = ["proj1-hubble-yearly", "report-2025-01", HOURLY]  # not team-b's broken-import
+    ways: list[tuple[list[str], dict[str, str]]] = [
+        (["--token", USER_TOKEN], {}),
+        (["--token-file", str(token_file)], {}),
+        ([], {"TASKCTL_TOKEN": USER_TOKEN}),
+        ([], {"TASKCTL_TOKEN_FILE": str(token_file)}),
+        ([], {"TASKCTL_TOKEN": USER_TOKEN, "TASKCTL_TOKEN_FILE": str(tmp_path / "missing")}),  # the token wins
+    ]
+    for flags, env in ways:
+        done = no_token_in(run(home, "--gateway", secured.url, *flags, "list", "-o", "name", **env), USER_TOKEN)
+        assert ok(done).split() == expected, (flags, list(env))
+    config.write_text(f"gateway: {secured.url}\ntokenFile: {token_file}\n")
+    assert ok(no_token_in(run(home, "list", "-o", "name"), USER_TOKEN)).split() == expected
+    # Every read path carries the token: describe, executions, rows, raw download.
+    assert EX_FAILED in ok(run(home, "describe", HOURLY))
+    assert ok(run(home, "executions", HOURLY, "-o", "name")).split() == [EX_RUNNING, EX_FAILED, EX_OK]
+    assert ok(run(home, "logs", EX_OK, "--tail", "1")).splitlines() == LOG_LINES[-1:]
+    raw = subprocess.run([str(BIN / "taskctl"), "logs", EX_OK, "--raw"], capture_output=True, env=env_for(home), timeout=60)
+    assert raw.returncode == 0 and raw.stdout == LOG_BYTES
+    # Another namespace's task does not exist for this token.
+    done = no_token_in(run(home, "describe", "broken-import"), USER_TOKEN)
+    assert done.returncode == 3 and '"broken-import" not found' in done.stderr
+    done = no_token_in(run(home, "list", "-n", "team-b", "-o", "name"), USER_TOKEN)
+    assert ok(done) == ""
+
+
+@pytest.mark.parametrize("env, fragments", [
+    pytest.param({}, ["needs a token (401 unauthorized)", "TASKCTL_TOKEN_FILE"], id="no-token"),
+    pytest.param({"TASKCTL_TOKEN": "wrong-token-" + "0" * 16}, ["refused the token (401 unauthorized)",
+                                                             "unknown bearer token"], id="wrong-token"),
+    pytest.param({"TASKCTL_TOKEN": TOKEN}, ["refused the token (401 unauthorized)"], id="operator-token"),
+])
+def test_401_is_one_clear_line_without_the_token(secured: GatewayThread, home: Path, env: dict[str, str],
+                                                  fragments: list[str]) -> None:
+    for args in (["list"], ["logs", EX_OK, "--raw"]):
+        done = no_token_in(run(home, "--gateway", secured.url, *args, **env), TOKEN, USER_TOKEN, *env.values())
+        assert done.returncode == 1 and done.stdout == "", done
+        assert done.stderr.startswith(f"taskctl: the gateway at {secured.url} ") and done.stderr.count("\n") == 1
+        for fragment in fragments:
+            assert fragment in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("content, fragment", [
+    pytest.param(None, "cannot read the gateway token file", id="missing"),
+    pytest.param("\n", "is empty", id="empty"),
+    pytest.param("two words\n", "has blanks or characters other than printable ASCII", id="blank-inside"),
+])
+def test_bad_token_file_is_a_usage_error(secured: GatewayThread, home: Path, tmp_path: Path,
+                                         content: str | None, fragment: str) -> None:
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_text(content)
+    done = run(home, "--gateway", secured.url, "list", TASKCTL_TOKEN_FILE=str(path))
+    assert done.returncode == 2 and fragment in done.stderr and "TASKCTL_TOKEN_FILE" in done.stderr, done.stderr
+    assert "two words" not in done.stderr
+
+
+def test_token_file_flag_is_read_by_settings(tmp_path: Path) -> None:
+    """``--token-file`` (the parser's ``token_file``) resolves like TASKCTL_TOKEN_FILE, below
+    ``--token`` and above the environment."""
+    import argparse
+
+    path = tmp_path / "token"
+    path.write_text(USER_TOKEN + "\n")
+    env = {"HOME": str(tmp_path), "TASKCTL_TOKEN": "from-the-environment"}
+
+    def token(**flags: Any) -> str | None:
+        args = argparse.Namespace(**{"token": None, "token_file": None, **flags})
+        settings = resolve(args, env, stdout_tty=False, stdin_tty=False, terminal_width=None, stdout_encoding="utf-8")
+        assert USER_TOKEN not in repr(settings)
+        return settings.token
+
+    assert token(token_file=str(path)) == USER_TOKEN
+    assert token(token="from-the-flag", token_file=str(path)) == "from-the-flag"
+    assert token() == "from-the-environment"
