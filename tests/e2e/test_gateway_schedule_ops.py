@@ -179,3 +179,51 @@ async def test_invoke_creates_a_scheduled_task_and_its_cronjob(installed, operat
     once = ok(await gateway.call("POST", "/v1/agents/hubble_agent/invoke", json={"input": "input", "project": "proj1"}))
     assert once["task"].startswith("proj1-hubble-agent-")
     await wait_phase(kube, namespace, once["task"], "Succeeded")
+
+
+WRITER, READER, OUTSIDER = ("writer-token-" + "w" * 20, "reader-token-" + "r" * 20, "outsider-token-" + "o" * 20)
+
+
+@pytest.fixture
+async def secured_gateway(gateway_kubeconfig: str, namespace: str, tmp_path: Path) -> AsyncIterator[Client]:
+    """The gateway with user tokens: one may change Tasks in the test's namespace, one may only
+    read there, one may change Tasks only in another namespace."""
+    from gateway.auth import parse_user_tokens
+    users = parse_user_tokens(yaml.safe_dump({"tokens": [
+        {"user": "writer", "token": WRITER, "write": [namespace]},
+        {"user": "reader", "token": READER, "read": [namespace]},
+        {"user": "outsider", "token": OUTSIDER, "write": ["somewhere-else"]},
+    ]}))
+    settings = Settings(
+        http=HttpSettings(host="127.0.0.1", port=0, shutdown_timeout=5),
+        storage=StorageSettings(database_url=f"sqlite:///{tmp_path}/tasks.db", blob_dir=str(tmp_path / "blobs")),
+        auth=AuthSettings(internal_token="e2e-token-" + "i" * 20, user_tokens=users, require_auth=True),
+        kube=KubeSettings(kubeconfig=gateway_kubeconfig, namespace=namespace, invoke_image="busybox:1.36"),
+    )
+    logger = structlog.wrap_logger(structlog.PrintLogger(file=io.StringIO()))
+    running = await start(settings, clock=RealClock(), registry=CollectorRegistry(), logger=logger)
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
+    try:
+        yield Client(running.public_url, http)
+    finally:
+        await http.close()
+        await running.stop()
+
+
+async def test_only_a_token_with_write_scope_on_the_namespace_pauses_a_task(
+        installed, operator, kube, namespace, secured_gateway: Client) -> None:
+    await kube.create(TASKS, task_manifest("guarded", schedule="@yearly"), namespace=namespace)
+    await wait_phase(kube, namespace, "guarded", "Active")
+    path = f"/v1/tasks/guarded/pause?namespace={namespace}"
+
+    status, body = await secured_gateway.call("POST", path)
+    assert status == 401, body
+    for token in (READER, OUTSIDER):
+        status, body = await secured_gateway.call("POST", path, headers={"Authorization": f"Bearer {token}"})
+        assert status == 403 and body["error"]["code"] == "forbidden", body
+        assert token not in str(body)
+    assert (await task(kube, namespace, "guarded"))["spec"].get("suspend") is not True  # nothing changed
+
+    body = ok(await secured_gateway.call("POST", path, headers={"Authorization": f"Bearer {WRITER}"}))
+    assert body["message"] == 'Successfully paused task "guarded"'
+    assert (await task(kube, namespace, "guarded"))["spec"]["suspend"] is True
