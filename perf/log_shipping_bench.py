@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import resource
 import shutil
 import statistics
@@ -44,44 +43,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
-MiB = 1024 * 1024
-
-
-def kubeconfig() -> str:
-    if os.environ.get("FABRIC_E2E_USE_KUBECONFIG") == "1" and os.environ.get("KUBECONFIG"):
-        return os.environ["KUBECONFIG"]
-    out = subprocess.run([str(REPO / "devcluster" / "devcluster"), "up"], check=True, stdout=subprocess.PIPE,
-                         text=True)
-    return out.stdout.strip().splitlines()[-1]
-
-
-def kubectl_cmd(config: str) -> list[str]:
-    if os.environ.get("FABRIC_E2E_USE_KUBECONFIG") == "1":
-        return ["kubectl", "--kubeconfig", config]
-    return [str(REPO / "devcluster" / "devcluster"), "kubectl", "--kubeconfig", config]
-
-
-def curl_args(config: str) -> tuple[str, list[str]]:
-    """The API server URL and curl's TLS/auth arguments, from the kubeconfig."""
-    import yaml
-
-    doc = yaml.safe_load(Path(config).read_text())
-    ctx_name = doc["current-context"]
-    ctx = next(c["context"] for c in doc["contexts"] if c["name"] == ctx_name)
-    cluster = next(c["cluster"] for c in doc["clusters"] if c["name"] == ctx["cluster"])
-    user = next(u["user"] for u in doc["users"] if u["name"] == ctx["user"])
-    args = []
-    if "certificate-authority" in cluster:
-        args += ["--cacert", cluster["certificate-authority"]]
-    elif cluster.get("insecure-skip-tls-verify"):
-        args += ["-k"]
-    if "client-certificate" in user:
-        args += ["--cert", user["client-certificate"], "--key", user["client-key"]]
-    if "token" in user:
-        args += ["-H", f"Authorization: Bearer {user['token']}"]
-    return cluster["server"].rstrip("/"), args
+from perf.common import MiB, curl_args, kubeconfig, kubectl_cmd, proc_status_kb  # noqa: E402,F401  (also puts tests/e2e on the path)
 
 
 # -- the shipping child process ------------------------------------------------------------------
@@ -148,11 +111,7 @@ async def child(args: argparse.Namespace) -> None:
 
 
 def _status_kb(field: str, pid: str = "self") -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+    return proc_status_kb(pid, field)
 
 
 def run_child(config: str, namespace: str, pods: list[str], mode: str, store: Path, expect: int, sha256: str,

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,27 +31,14 @@ sys.path.insert(0, str(REPO))
 from controller.kube import KubeClient, NotFound  # noqa: E402
 from controller.kube.resources import JOBS, TASKS, Resource  # noqa: E402
 from controller.settings import ReconcileSettings  # noqa: E402
+from perf.common import create_and_time as _create_and_time  # noqa: E402
+from perf.common import job_body, kubeconfig, kubectl_cmd, percentile  # noqa: E402
 
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
 
 
-def kubeconfig() -> str:
-    if os.environ.get("FABRIC_E2E_USE_KUBECONFIG") == "1" and os.environ.get("KUBECONFIG"):
-        return os.environ["KUBECONFIG"]
-    out = subprocess.run([str(REPO / "devcluster" / "devcluster"), "up"], check=True, stdout=subprocess.PIPE,
-                         text=True)
-    return out.stdout.strip().splitlines()[-1]
-
-
 def kubectl(config: str, *args: str) -> None:
-    base = ["kubectl"] if os.environ.get("FABRIC_E2E_USE_KUBECONFIG") == "1" else [
-        str(REPO / "devcluster" / "devcluster"), "kubectl"]
-    subprocess.run([*base, "--kubeconfig", config, *args], check=True, stdout=subprocess.DEVNULL)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    subprocess.run([*kubectl_cmd(config), *args], check=True, stdout=subprocess.DEVNULL)
 
 
 def pod_template(run_for: str) -> dict:
@@ -67,53 +52,12 @@ def task_body(name: str, run_for: str) -> dict:
                      "template": pod_template(run_for)}}
 
 
-def job_body(name: str, run_for: str) -> dict:
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "labels": {"bench": "direct"}},
-            "spec": {"backoffLimit": 0, "template": {
-                "metadata": {"annotations": {"fabric.dev/kwok-run-for": run_for}},
-                "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox:1.36"}]}}}}
-
-
-def job_key(job: dict) -> str:
-    """The name of what caused a Job: its Task (operator run) or itself (baseline)."""
-    return (job["metadata"].get("labels") or {}).get("fabric.dev/task") or job["metadata"]["name"]
-
-
 async def create_and_time(kube: KubeClient, namespace: str, resource: Resource, bodies: list[dict],
                           concurrency: int) -> list[float]:
     """Create ``bodies``; return per-object latency from create-sent to the Job's ADDED event."""
-    sent: dict[str, float] = {}
-    seen: dict[str, float] = {}
-    listed = await kube.list(JOBS, namespace=namespace)
-    done = asyncio.Event()
-
-    async def watch() -> None:
-        async for event in kube.watch(JOBS, namespace=namespace, resource_version=listed["metadata"]["resourceVersion"],
-                                      timeout_seconds=600):
-            if event["type"] == "ADDED":
-                seen.setdefault(job_key(event["object"]), time.perf_counter())
-                if len(seen) >= len(bodies):
-                    done.set()
-                    return
-
-    watcher = asyncio.create_task(watch())
-    await asyncio.sleep(0.2)
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def create(body: dict) -> None:
-        async with semaphore:
-            sent[body["metadata"]["name"]] = time.perf_counter()
-            await kube.create(resource, body, namespace=namespace)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(create(body) for body in bodies))
-    await asyncio.wait_for(done.wait(), 600)
-    elapsed = time.perf_counter() - started
-    watcher.cancel()
-    await asyncio.gather(watcher, return_exceptions=True)
-    latencies = [seen[name] - sent[name] for name in sent if name in seen]
-    print(f"    {len(latencies)} objects in {elapsed:.1f}s ({len(latencies) / elapsed:.1f}/s)")
-    return latencies
+    timed = await _create_and_time(kube, namespace, resource, bodies, concurrency)
+    print(f"    {len(timed.latencies)} objects in {timed.elapsed:.1f}s ({timed.per_second:.1f}/s)")
+    return timed.latencies
 
 
 def rss_of(pid: int) -> tuple[float, float]:
