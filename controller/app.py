@@ -21,6 +21,7 @@ from controller.clock import Clock
 from controller.events import EventRecorder
 from controller.informer import Informer
 from controller.kube import KubeClient
+from controller.kube.metrics import KubeClientMetrics
 from controller.kube.resources import CRONJOBS, JOBS, PODS, TASKPOOLS, TASKS
 from controller.leader import LeaderElector
 from controller.logs import DirectorySink, GatewaySink, LogMetrics, LogShipperPool, LogSink
@@ -48,6 +49,14 @@ def _key(obj: dict) -> str:
     return f"{meta['namespace']}/{meta['name']}"
 
 
+def _unreconciled(task: dict) -> bool:
+    """A Task whose current spec has not been reconciled yet (new, or its spec changed): it goes
+    ahead of status updates in the queue (see workqueue.Queue), so a burst of new Tasks gets its
+    Jobs first."""
+    observed = (task.get("status") or {}).get("observedGeneration")
+    return observed is None or observed != task["metadata"].get("generation")
+
+
 def _pool_of_task(task: dict) -> list[str]:
     """Index function: the task pool a Task names (raw spec; validation happens in reconcile)."""
     pool = (task.get("spec") or {}).get("taskPool")
@@ -73,6 +82,9 @@ class Operator:
         self.client = client
         self.clock = clock
         self.registry = registry
+        # rest_client_requests_total / rest_client_request_duration_seconds: the operator's own
+        # API traffic, as client-go exports it.
+        client.on_request = KubeClientMetrics(registry, client.host)
         rs = settings.reconcile
         children = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
         common = dict(clock=clock, namespace=rs.namespace, resync_period=rs.resync_seconds)
@@ -93,7 +105,11 @@ class Operator:
             rate_limiter=default_controller_rate_limiter(clock),
             metrics=queue_metrics,
         )
-        self.tasks.add_handler(**_enqueue_handlers(lambda obj: [_key(obj)], self.queue))
+        self.tasks.add_handler(
+            on_add=lambda task: self.queue.add(_key(task), urgent=_unreconciled(task)),
+            on_update=lambda _old, new: self.queue.add(_key(new), urgent=_unreconciled(new)),
+            on_delete=lambda task: self.queue.add(_key(task)),
+        )
         for informer in (self.jobs, self.cronjobs, self.pods):
             informer.add_handler(**_enqueue_handlers(task_key_of_child, self.queue))
 

@@ -99,11 +99,20 @@ class TaskReconciler:
         # Rebuilt by reconciles (records are reported every time), so it is only a bounded LRU:
         # a forgotten entry is set again by the next reconcile of its Task.
         self._final_sequences: OrderedDict[str, int] = OrderedDict()
+        # Task key -> resourceVersion of our last status write, while the cache still shows an
+        # older Task. Reconciling that stale copy could only fail with 409 (the write carries its
+        # resourceVersion) and be retried with backoff; the watch event of our own write is on its
+        # way and brings the key back. An entry ends when the cache catches up.
+        self._written: dict[str, int] = {}
 
     async def __call__(self, key: str) -> Result:
         task = self._tasks.get(key)
         if task is None or task["metadata"].get("deletionTimestamp"):
             # Children carry ownerReferences to the Task: the garbage collector removes them.
+            if task is None:
+                self._written.pop(key, None)
+            return Result.done()
+        if self._cache_behind_our_write(key, task):
             return Result.done()
         bound = log.bind(task=key)
         try:
@@ -264,8 +273,22 @@ class TaskReconciler:
         body = dict(task)
         body["status"] = status
         meta = task["metadata"]
-        return await self._client.replace(TASKS, meta["name"], body, namespace=meta["namespace"],
-                                          subresource="status")
+        written = await self._client.replace(TASKS, meta["name"], body, namespace=meta["namespace"],
+                                             subresource="status")
+        version = _revision(written)
+        if version is not None:
+            self._written[f"{meta['namespace']}/{meta['name']}"] = version
+        return written
+
+    def _cache_behind_our_write(self, key: str, task: dict) -> bool:
+        written = self._written.get(key)
+        if written is None:
+            return False
+        cached = _revision(task)
+        if cached is not None and cached < written:
+            return True
+        del self._written[key]
+        return False
 
     def _announce_transitions(self, task: dict, previous: dict, status: dict) -> None:
         ready_before, ready_now = _ready_reason(previous), _ready_reason(status)
@@ -306,6 +329,13 @@ class TaskReconciler:
             return None
         seconds = (next_run - self._clock.now()).total_seconds() + 1.0
         return min(max(seconds, 1.0), MAX_SCHEDULE_REQUEUE_SECONDS)
+
+
+def _revision(obj: dict) -> int | None:
+    """The resourceVersion as a number when it is one (etcd's revision, as every API server
+    today), else None: resourceVersions are opaque by contract, so a non-number compares as unknown."""
+    version = (obj.get("metadata") or {}).get("resourceVersion")
+    return int(version) if isinstance(version, str) and version.isdigit() else None
 
 
 def _ready(status: dict) -> dict:

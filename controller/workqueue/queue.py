@@ -5,6 +5,13 @@ does nothing; adding an item that a worker is processing marks it dirty and it i
 the worker calls ``done``. So however often an object changes, each key is queued at most once and
 processed by at most one worker at a time, and a change seen during processing is never lost.
 
+Urgent items: ``add(item, urgent=True)`` puts the item ahead of every item added normally (FIFO
+among urgent ones), also when it is already waiting in the normal order, like controller-runtime's
+priority queue with two levels. The operator uses it for a Task that has never been reconciled
+or whose spec changed, so a burst of new Tasks gets its Jobs before the status updates of Tasks
+already running. Urgency is a hint for one hand-out: an item re-queued by ``done()`` or
+``add_after`` waits in the normal order.
+
 Everything here runs on one event loop; the methods other than ``get`` and
 ``shut_down_with_drain`` are synchronous and never yield, so no locks are needed.
 
@@ -60,9 +67,15 @@ class Queue(Generic[T]):
         self._metrics: QueueMetrics = (
             NOOP_QUEUE_METRICS if metrics is None else metrics.for_queue(name, clock)
         )
-        # The order of work. Every element of the queue is in the dirty set and not in the
-        # processing set; no element appears twice. Appended by add()/done(), popped by get().
+        # The order of work: _urgent first, then _queue. An item is *waiting* when it is dirty and
+        # not processing; every waiting item has exactly one live entry in _queue, and maybe one
+        # more in _urgent (add(urgent=True) of an item already waiting). The entry get() meets
+        # first hands the item out; the other one is then stale (the item is processing, or not
+        # dirty) and get() skips it. _waiting counts waiting items, so len() stays exact.
         self._queue: deque[T] = deque()
+        self._urgent: deque[T] = deque()
+        self._urgent_set: set[T] = set()  # items with a live entry in _urgent
+        self._waiting = 0
         # Everything that needs processing: all of _queue, plus items re-added while being
         # processed (those are in _processing too, and done() moves them into _queue).
         self._dirty: set[T] = set()
@@ -81,15 +94,25 @@ class Queue(Generic[T]):
 
     # -- adding ------------------------------------------------------------------------------
 
-    def add(self, item: T) -> None:
-        """Mark ``item`` as needing processing. No-op if already dirty or after shutdown."""
-        if self._shutting_down or item in self._dirty:
+    def add(self, item: T, *, urgent: bool = False) -> None:
+        """Mark ``item`` as needing processing. No-op if already dirty or after shutdown, except
+        that ``urgent`` moves an item already waiting ahead of the normal order."""
+        if self._shutting_down:
+            return
+        if item in self._dirty:
+            if urgent and item not in self._processing and item not in self._urgent_set:
+                self._urgent.append(item)
+                self._urgent_set.add(item)
             return
         self._metrics.add(item)
         self._dirty.add(item)
         if item in self._processing:
             return  # queued by done()
         self._queue.append(item)
+        self._waiting += 1
+        if urgent:
+            self._urgent.append(item)
+            self._urgent_set.add(item)
         self._wake_one_getter()
 
     # -- handing out -------------------------------------------------------------------------
@@ -99,7 +122,7 @@ class Queue(Generic[T]):
 
         Raises ``ShutDown`` once the queue is shut down and nothing is queued.
         """
-        while not self._queue:
+        while not self._waiting:
             if self._shutting_down:
                 raise ShutDown(self.name)
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -113,7 +136,7 @@ class Queue(Generic[T]):
                 elif waiter in self._getters:
                     self._getters.remove(waiter)
                 raise
-        item = self._queue.popleft()
+        item = self._pop_waiting()
         self._metrics.get(item)
         self._processing.add(item)
         self._dirty.discard(item)
@@ -130,13 +153,14 @@ class Queue(Generic[T]):
         self._processing.discard(item)
         if item in self._dirty:
             self._queue.append(item)
+            self._waiting += 1
             self._wake_one_getter()
         if not self._processing:
             _wake_all(self._drainers)
 
     def __len__(self) -> int:
         """Items waiting to be handed out (not those being processed, not delayed ones)."""
-        return len(self._queue)
+        return self._waiting
 
     # -- shutdown ----------------------------------------------------------------------------
 
@@ -178,6 +202,20 @@ class Queue(Generic[T]):
         return BackgroundExit(None)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _pop_waiting(self) -> T:
+        """The next waiting item, urgent ones first; skips stale entries (see ``__init__``)."""
+        while self._urgent:
+            item = self._urgent.popleft()
+            self._urgent_set.discard(item)
+            if item in self._dirty and item not in self._processing:
+                self._waiting -= 1
+                return item
+        while True:
+            item = self._queue.popleft()
+            if item in self._dirty and item not in self._processing:
+                self._waiting -= 1
+                return item
 
     def _wake_one_getter(self) -> None:
         while self._getters:

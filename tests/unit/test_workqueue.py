@@ -111,6 +111,44 @@ async def test_readd_while_processing_is_deferred_until_done(
     assert await drain(q) == expected_after_done
 
 
+@pytest.mark.parametrize(
+    ("adds", "expected"),
+    [
+        pytest.param(["a", "b", "!c"], ["c", "a", "b"], id="urgent-goes-first"),
+        pytest.param(["!a", "b", "!c"], ["a", "c", "b"], id="fifo-among-urgent"),
+        pytest.param(["a", "b", "c", "!b"], ["b", "a", "c"], id="urgent-moves-a-waiting-item"),
+        pytest.param(["a", "!b", "!b", "b"], ["b", "a"], id="urgent-dedup"),
+    ],
+)
+async def test_urgent_items_go_ahead_and_are_handed_out_once(
+        make_queue: MakeQueue, adds: list[str], expected: list[str]) -> None:
+    q = make_queue()
+    for item in adds:
+        q.add(item.lstrip("!"), urgent=item.startswith("!"))
+    assert len(q) == len(expected)
+    assert await drain(q) == expected
+    assert len(q) == 0
+
+
+async def test_an_urgent_items_stale_normal_slot_never_hands_it_out_twice(make_queue: MakeQueue) -> None:
+    q = make_queue()
+    q.add("a")
+    q.add("b")
+    q.add("a", urgent=True)
+    assert await get_now(q) == "a"
+    q.add("a")               # changed while processing: queued again by done()
+    assert len(q) == 1       # only b waits; a's old normal slot is stale
+    assert await get_now(q) == "b"
+    q.done("a")
+    assert len(q) == 1
+    assert await get_now(q) == "a"
+    q.done("a")
+    q.done("b")
+    assert len(q) == 0
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(q.get(), timeout=0.05)
+
+
 async def test_done_of_unknown_item_is_ignored(make_queue: MakeQueue) -> None:
     q = make_queue()
     q.done("never-got")
@@ -144,7 +182,7 @@ async def test_concurrent_workers_never_share_an_item_and_lose_no_change(
                 await asyncio.sleep(0)
             if rng.random() < 0.2:  # changed while we were processing it
                 version[item] += 1
-                q.add(item)
+                q.add(item, urgent=rng.random() < 0.3)
             in_flight.discard(item)
             q.done(item)
             handled += 1
@@ -153,7 +191,7 @@ async def test_concurrent_workers_never_share_an_item_and_lose_no_change(
     for _ in range(200):
         key = rng.choice(keys)
         version[key] += 1
-        q.add(key)
+        q.add(key, urgent=rng.random() < 0.3)
         if rng.random() < 0.5:
             await asyncio.sleep(0)
     for _ in range(1000):
