@@ -130,6 +130,10 @@ class ShipOptions:
     follow at once."""
     backoff_base: float = 0.5
     backoff_max: float = 30.0
+    forbidden_retries: int = 4
+    """A 403 is retried this many times (with the backoff above) before the log is failed: a
+    kube-apiserver that has just started serves requests before its RBAC authorizer's caches are
+    synced and denies them meanwhile (tests/e2e/test_faults_control_plane.py met it)."""
     split_size: int | None = 16384
     """Where the runtime splits long lines, for kubelets that stamp every piece (``cursor``)."""
 
@@ -189,7 +193,7 @@ class Shipper:
     ) -> Outcome:
         stream = _Stream(self, execution, namespace, pod, container, sink, terminal)
         retrying = AsyncRetrying(
-            retry=retry_if_exception(is_retryable),
+            retry=retry_if_exception(stream.should_retry),
             wait=stream.backoff,
             sleep=self._clock.sleep,
             before_sleep=stream.before_sleep,
@@ -241,9 +245,18 @@ class _Stream:
         self.stored = 0  # the sink's size as last seen
         self.failures = 0  # consecutive failed attempts without a stored byte
         self.attempts = 0
+        self.forbidden = 0  # 403s retried so far (see ShipOptions.forbidden_retries)
         self._ended_by_terminal = False  # the last follow stopped because terminal was set
 
     # -- retry policy --------------------------------------------------------------------------
+
+    def should_retry(self, exc: BaseException) -> bool:
+        if is_retryable(exc):
+            return True
+        if isinstance(exc, Forbidden) and self.forbidden < self.o.forbidden_retries:
+            self.forbidden += 1
+            return True
+        return False
 
     def backoff(self, state: RetryCallState) -> float:
         self.failures += 1

@@ -21,7 +21,9 @@ than it describes; the shipper resumes from that cursor and skips the surplus
 
 - ``DirectorySink(root)``: ``<root>/tasks/<execution>/log.txt``; the cursor in ``log.cursor``,
   written after the data is fsynced, by write-temp + fsync + rename (+ fsync of the directory);
-  ``log.sha256`` (``sha256sum -c`` format) marks the log complete.
+  ``log.sha256`` (``sha256sum -c`` format) marks the log complete. A full disk, a quota, a
+  file-size limit, a read-only or failing volume (ENOSPC, EDQUOT, EFBIG, EROFS, EIO) are
+  ``SinkUnavailable`` (retried until space is back); any other ``OSError`` is ``SinkRejected``.
 - ``GatewaySink(base_url, token, session)``: the task gateway's internal API, see its class.
 - ``NullSink``: taskpool-history mode; logs stay in the cluster, the state says ``retained`` and
   a shipper never reads the log at all.
@@ -32,11 +34,13 @@ Each execution has one writer at a time (the pool guarantees it); sinks do not l
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +53,7 @@ from controller.logs.cursor import Cursor
 from controller.logs.errors import (
     ChecksumMismatch,
     OffsetMismatch,
+    SinkError,
     SinkRejected,
     SinkUnavailable,
 )
@@ -103,6 +108,25 @@ class NullSink:
 
 # -- DirectorySink ---------------------------------------------------------------------------
 
+# Storage errors that end when someone frees space, raises a quota or remounts the volume: the
+# shipper retries them (``SinkUnavailable``), so the pod keeps its log (finalizer) until it is
+# stored or ``release_after_seconds`` runs out. EFBIG is also what a file-size rlimit gives.
+_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS,
+                               errno.EAGAIN, errno.EINTR})
+
+
+@contextmanager
+def _storage_errors(execution: str) -> Iterator[None]:
+    """Translate the file system's ``OSError`` into the sink error tree, once, here."""
+    try:
+        yield
+    except SinkError:
+        raise
+    except OSError as exc:
+        if exc.errno in _TRANSIENT_ERRNOS:
+            raise SinkUnavailable(f"{execution}: cannot write the log directory: {exc}") from exc
+        raise SinkRejected(f"{execution}: log directory: {exc}") from exc
+
 
 class DirectorySink:
     """Logs as files under ``root`` (a PersistentVolume in-cluster); see the module docstring.
@@ -119,7 +143,8 @@ class DirectorySink:
         return self.root / "tasks" / check_execution(execution) / "log.txt"
 
     async def state(self, execution: str) -> SinkState:
-        return await asyncio.to_thread(self._state, execution)
+        with _storage_errors(execution):
+            return await asyncio.to_thread(self._state, execution)
 
     def _state(self, execution: str) -> SinkState:
         path = self.log_path(execution)
@@ -148,27 +173,35 @@ class DirectorySink:
 
     async def append(self, execution: str, offset: int, chunk: Chunk, cursor: Cursor | None) -> int:
         path = self.log_path(execution)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        if (path.parent / "log.sha256").exists():
-            raise SinkRejected(f"{execution}: the log is complete")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        with _storage_errors(execution):
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            if (path.parent / "log.sha256").exists():
+                raise SinkRejected(f"{execution}: the log is complete")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            size = os.fstat(fd).st_size
-            if size != offset:
-                raise OffsetMismatch(size, f"{execution}: append at {offset}, the file holds {size}")
+            with _storage_errors(execution):
+                size = os.fstat(fd).st_size
+                if size != offset:
+                    raise OffsetMismatch(size, f"{execution}: append at {offset}, the file holds {size}")
             if isinstance(chunk, (bytes, bytearray, memoryview)):
-                size += await asyncio.to_thread(self._write, fd, chunk)
+                with _storage_errors(execution):
+                    size += await asyncio.to_thread(self._write, fd, chunk)
             else:
+                # Errors of the source (the API's body) pass through as they are; only the
+                # file system's are translated.
                 async for piece in chunk:
-                    size += self._write(fd, piece)
+                    with _storage_errors(execution):
+                        size += self._write(fd, piece)
                 if self._fsync:
-                    await asyncio.to_thread(os.fsync, fd)
+                    with _storage_errors(execution):
+                        await asyncio.to_thread(os.fsync, fd)
         finally:
             os.close(fd)
         if cursor is not None:
             if cursor.size > size:
                 raise ValueError(f"cursor {cursor} is past the {size} bytes stored")
-            await asyncio.to_thread(self._write_cursor, path.parent, cursor)
+            with _storage_errors(execution):
+                await asyncio.to_thread(self._write_cursor, path.parent, cursor)
         return size
 
     def _write(self, fd: int, data: bytes | bytearray | memoryview) -> int:
@@ -184,7 +217,8 @@ class DirectorySink:
         _replace(directory, "log.cursor", str(cursor).encode(), fsync=self._fsync)
 
     async def finalize(self, execution: str, size: int, sha256: str | None) -> str:
-        return await asyncio.to_thread(self._finalize, execution, size, sha256)
+        with _storage_errors(execution):
+            return await asyncio.to_thread(self._finalize, execution, size, sha256)
 
     def _finalize(self, execution: str, size: int, sha256: str | None) -> str:
         path = self.log_path(execution)

@@ -16,7 +16,9 @@ The life of an execution's log:
    ``executions[].log``; only then is the finalizer removed and, when configured and the gateway
    (if any) has confirmed the execution's record, the finished Job deleted.
 4. A finished pod whose log could not be stored is released after ``release_after_seconds``, and
-   the Task's status says so: no pod is kept forever.
+   the Task's status says so (``log: {state: lost, reason: released-before-stored}``, and a
+   ``LogReleased`` Warning Event): no pod is kept forever. A ship still retrying (a full sink)
+   may store the log later; the status then says ``stored``.
 
 Only the latest pod of a Job is shipped (with the default ``backoffLimit: 0`` there is one);
 earlier attempts' pods are released once they end.
@@ -41,6 +43,8 @@ from controller.settings import LogSettings
 log = structlog.get_logger(__name__)
 
 FINALIZER = "fabric.dev/log-shipping"
+# executions[].log.reason of a log whose pod was released before the log could be stored.
+RELEASED_UNSTORED = "released-before-stored"
 FINAL_LOG_STATES = frozenset({"stored", "lost", "failed", "retained"})
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -171,6 +175,11 @@ class LogCoordinator:
                         self._events.record(task, WARNING, "LogReleased",
                                             f"Released pod {pod['metadata']['name']} of {execution} after "
                                             f"{self._settings.release_after_seconds:.0f}s without its log stored")
+                        if pod is latest and execution not in self._outcomes:
+                            # The loss goes on the Task's status (next reconcile). A ship still
+                            # retrying may yet store the log; its outcome then replaces this one.
+                            self._outcomes[execution] = Lost(RELEASED_UNSTORED, 0)
+                            self._enqueue(f"{task['metadata']['namespace']}/{task['metadata']['name']}")
                     else:
                         next_deadline = left if next_deadline is None else min(next_deadline, left)
         return next_deadline

@@ -150,6 +150,13 @@ class OperatorProcess:
     def kill(self) -> int:
         return self.stop(signal.SIGKILL)
 
+    def rss_bytes(self) -> int:
+        """Resident set size of the running process (Linux /proc)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS in /proc status")
+
 
 @pytest.fixture
 def start_operator(operator_kubeconfig: str, tmp_path: Path):
@@ -195,3 +202,65 @@ async def namespace(kube: KubeClient):
         await kube.delete(NAMESPACES, name)
     except NotFound:
         pass
+
+
+# -- fault injection and extra namespaces (tests/e2e/test_faults_*.py) ----------------------------
+
+
+def devcluster_component(action: str, name: str, *args: str) -> None:
+    """``devcluster/devcluster {stop,start,restart}-component NAME``: kill or start one process of
+    the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+    kwok-controller)."""
+    if _use_external_cluster():
+        pytest.skip("fault injection needs the local devcluster")
+    done = subprocess.run([str(DEVCLUSTER), f"{action}-component", name, *args], capture_output=True, text=True,
+                          timeout=120)
+    if done.returncode != 0:
+        raise AssertionError(f"devcluster {action}-component {name} failed: {done.stderr.strip()}")
+
+
+@pytest.fixture
+async def make_namespace(kube: KubeClient):
+    """Create more namespaces for one test (deleted afterwards), like ``namespace``."""
+    made: list[str] = []
+
+    async def make() -> str:
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        await eventually(lambda: kube.get(Resource("", "v1", "serviceaccounts", "ServiceAccount"), "default",
+                                          namespace=name), timeout=30)
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:
+        try:
+            await kube.delete(NAMESPACES, name)
+        except NotFound:
+            pass
+
+
+CLUSTER_LOGS = Resource(group="kwok.x-k8s.io", version="v1alpha1", plural="clusterlogs", kind="ClusterLogs",
+                        namespaced=False)
+
+
+@pytest.fixture
+async def cri_logs(kube: KubeClient):
+    """``await cri_logs(namespace, path)``: kwok serves the CRI log file ``path`` as the log of
+    the ``task`` container of every pod in ``namespace`` (one ClusterLogs per namespace)."""
+    made: list[str] = []
+
+    async def serve(namespace: str, path: Path) -> None:
+        await kube.create(CLUSTER_LOGS, {
+            "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs", "metadata": {"name": namespace},
+            "spec": {"selector": {"matchNamespaces": [namespace]},
+                     "logs": [{"containers": ["task"], "logsFile": str(path)}]},
+        })
+        made.append(namespace)
+
+    yield serve
+    for name in made:
+        try:
+            await kube.delete(CLUSTER_LOGS, name)
+        except NotFound:
+            pass

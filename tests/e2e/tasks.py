@@ -110,3 +110,41 @@ async def wait_phase(kube: KubeClient, namespace: str, name: str, phase: str, ti
         return obj if (obj.get("status") or {}).get("phase") == phase else None
 
     return await eventually(probe, timeout=timeout, message=f"task {name} phase {phase}")
+
+
+async def through_outage(call: Callable[[], Awaitable[T]], *, timeout: float = 120.0) -> T:
+    """Make an API call, retrying while the API server or etcd is down (what a user's client
+    does); an answer the server gave (AlreadyExists included) is returned or raised at once."""
+    from controller.kube.errors import ApiError, KubeError, ServerError, TooManyRequests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except (ServerError, TooManyRequests) as exc:
+            error: KubeError = exc
+        except ApiError:
+            raise
+        except KubeError as exc:  # connection refused, reset, timed out
+            error = exc
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"API still failing after {timeout}s: {error!r}")
+        await asyncio.sleep(0.25)
+
+
+async def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The operator's /metrics as ``{(sample name, sorted labels): value}``."""
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def metric_sum(samples: dict, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(value for (sample, sample_labels), value in samples.items()
+               if sample == name and set(labels.items()) <= set(sample_labels))

@@ -254,13 +254,23 @@ async def test_throttling_is_retried_after_the_servers_delay(api, client, tmp_pa
     assert len(api.requests) == 3
 
 
-@pytest.mark.parametrize("status,reason", [pytest.param(403, "forbidden", id="rbac"),
-                                           pytest.param(400, "api-400", id="bad-request")])
-async def test_permanent_errors_fail_without_retrying(api, client, tmp_path, status, reason):
-    api.pods[("ns", "p")] = FakePod([Rec(ts(0, 1), b"ok")], statuses=[(status, {})])
+@pytest.mark.parametrize("status,reason,requests", [
+    # A restarted API server denies requests until its RBAC caches sync: a few 403s are retried.
+    pytest.param(403, "forbidden", 1 + ShipOptions().forbidden_retries, id="rbac"),
+    pytest.param(400, "api-400", 1, id="bad-request")])
+async def test_permanent_errors_fail_without_retrying(api, client, tmp_path, status, reason, requests):
+    api.pods[("ns", "p")] = FakePod([Rec(ts(0, 1), b"ok")], statuses=[(status, {})] * 10)
     outcome = await shipper(client).ship("job-1", "ns", "p", None, DirectorySink(tmp_path), asyncio.Event())
     assert isinstance(outcome, Failed) and outcome.reason == reason
-    assert len(api.requests) == 1
+    assert len(api.requests) == requests
+
+
+async def test_a_forbidden_log_read_after_an_api_server_restart_is_retried(api, client, tmp_path):
+    api.pods[("ns", "p")] = FakePod([Rec(ts(0, 1), b"ok")], statuses=[(403, {}), (403, {})])
+    terminal = asyncio.Event()
+    terminal.set()
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, DirectorySink(tmp_path), terminal)
+    assert isinstance(outcome, Stored)
 
 
 async def test_a_container_not_started_yet_is_retried(api, client, tmp_path):
