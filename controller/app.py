@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from controller.clock import Clock
 from controller.events import EventRecorder
 from controller.informer import Informer
+from controller.informer.metrics import PrometheusInformerMetrics
 from controller.kube import KubeClient
 from controller.kube.metrics import KubeClientMetrics
 from controller.kube.resources import CRONJOBS, JOBS, PODS, TASKPOOLS, TASKS
@@ -87,7 +88,9 @@ class Operator:
         client.on_request = KubeClientMetrics(registry, client.host)
         rs = settings.reconcile
         children = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        common = dict(clock=clock, namespace=rs.namespace, resync_period=rs.resync_seconds)
+        informer_metrics = PrometheusInformerMetrics(registry)
+        common = dict(clock=clock, namespace=rs.namespace, resync_period=rs.resync_seconds,
+                      metrics=informer_metrics)
         self.tasks = Informer(client, TASKS, name="tasks", indexers={"by_pool": _pool_of_task}, **common)
         self.jobs = Informer(client, JOBS, name="jobs", label_selector=children,
                              indexers={"by_task": task_key_of_child}, **common)
@@ -96,7 +99,7 @@ class Operator:
                              indexers={"by_job": job_key_of_pod}, **common)
         # TaskPools are cluster-scoped: watched cluster-wide even when Tasks are watched in one namespace.
         self.pools = Informer(client, TASKPOOLS, name="taskpools", clock=clock,
-                              resync_period=rs.resync_seconds)
+                              resync_period=rs.resync_seconds, metrics=informer_metrics)
         self.informers = [self.tasks, self.jobs, self.cronjobs, self.pods, self.pools]
 
         queue_metrics = WorkqueueMetrics(registry)

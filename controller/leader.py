@@ -24,6 +24,8 @@ from controller.kube import AlreadyExists, Conflict, KubeClient, KubeError, NotF
 from controller.kube.resources import LEASES
 from controller.settings import LeaderElectionSettings
 
+RELEASE_TIMEOUT_SECONDS = 5.0
+
 log = structlog.get_logger(__name__)
 
 
@@ -82,11 +84,15 @@ class LeaderElector:
         body["spec"] = dict(body.get("spec") or {}, holderIdentity=None, leaseDurationSeconds=1,
                             renewTime=_micro_time(self._clock))
         try:
-            await self._client.replace(LEASES, body["metadata"]["name"], body,
-                                       namespace=self._settings.lease_namespace)
+            # Bounded: after a network freeze the pooled connection may be dead, and waiting out
+            # the client's request timeout would hold up shutdown; the Lease expires anyway.
+            await asyncio.wait_for(
+                self._client.replace(LEASES, body["metadata"]["name"], body,
+                                     namespace=self._settings.lease_namespace),
+                RELEASE_TIMEOUT_SECONDS)
             log.info("released leadership", identity=self._settings.identity)
-        except KubeError as exc:
-            log.warning("could not release the lease", error=str(exc))
+        except (KubeError, asyncio.TimeoutError) as exc:
+            log.warning("could not release the lease; it expires by itself", error=repr(exc))
 
     async def _try_acquire_or_renew(self) -> bool:
         s = self._settings
