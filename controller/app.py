@@ -28,6 +28,7 @@ from controller.leader import LeaderElector
 from controller.logs import DirectorySink, GatewaySink, LogMetrics, LogShipperPool, LogSink
 from controller.model.admission import is_gated
 from controller.model.labels import LABEL_MANAGED_BY, MANAGED_BY
+from controller.model.trim import trim_cronjob, trim_job, trim_pod
 from controller.ops import OpsServer
 from controller.reconcile.admission import KEY as ADMISSION_KEY
 from controller.reconcile.admission import Admission, AdmissionMetrics
@@ -92,11 +93,13 @@ class Operator:
         common = dict(clock=clock, namespace=rs.namespace, resync_period=rs.resync_seconds,
                       metrics=informer_metrics)
         self.tasks = Informer(client, TASKS, name="tasks", indexers={"by_pool": _pool_of_task}, **common)
+        # Children are cached without the copies of the Task's pod template (model/trim.py).
         self.jobs = Informer(client, JOBS, name="jobs", label_selector=children,
-                             indexers={"by_task": task_key_of_child}, **common)
-        self.cronjobs = Informer(client, CRONJOBS, name="cronjobs", label_selector=children, **common)
+                             indexers={"by_task": task_key_of_child}, transform=trim_job, **common)
+        self.cronjobs = Informer(client, CRONJOBS, name="cronjobs", label_selector=children,
+                                 transform=trim_cronjob, **common)
         self.pods = Informer(client, PODS, name="pods", label_selector=children,
-                             indexers={"by_job": job_key_of_pod}, **common)
+                             indexers={"by_job": job_key_of_pod}, transform=trim_pod, **common)
         # TaskPools are cluster-scoped: watched cluster-wide even when Tasks are watched in one namespace.
         self.pools = Informer(client, TASKPOOLS, name="taskpools", clock=clock,
                               resync_period=rs.resync_seconds, metrics=informer_metrics)

@@ -123,8 +123,11 @@ class Informer:
         indexers: dict[str, IndexFunc] | None = None,
         name: str | None = None,
         metrics: InformerMetrics | None = None,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         """
+        ``transform``: applied to every object before it is cached or handed to handlers (client-go's
+        ``SetTransform``), e.g. to drop fields nobody reads; it must keep metadata.
         ``resync_period``: seconds between resyncs; ``0`` disables them.
         ``watch_timeout``: the server ends each watch after between 1× and 2× this (randomised,
         as client-go does, so that informers do not reconnect in lockstep).
@@ -146,6 +149,7 @@ class Informer:
         """Used only by the ``run`` task."""
         self.name = name or (f"{resource.plural}@{namespace}" if namespace else resource.plural)
         self._metrics = metrics or InformerMetrics()
+        self._transform = transform or (lambda obj: obj)
         self._log = log.bind(informer=self.name)
 
         self.store = Store()
@@ -267,7 +271,7 @@ class Informer:
                 # Items of built-in kinds come without apiVersion/kind; watch objects have them.
                 item.setdefault("apiVersion", self._resource.api_version)
                 item.setdefault("kind", self._resource.kind)
-                items.append(item)
+                items.append(self._transform(item))
             metadata = page.get("metadata") or {}
             list_version = metadata.get("resourceVersion") or list_version
             continue_token = metadata.get("continue") or None
@@ -339,6 +343,8 @@ class Informer:
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         obj = event.get("object") or {}
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            obj = self._transform(obj)
         if kind in ("ADDED", "MODIFIED"):
             old, new = self.store.upsert(obj)
             if old is None:
