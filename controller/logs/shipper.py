@@ -24,7 +24,8 @@ its log are gone: ``Lost``) and every other permanent error (``Failed``): RBAC, 
 a sink that refuses, a checksum mismatch. Cancelling ``ship`` is always safe: the next ship of
 the same execution, in this process or another, resumes from the sink.
 
-Memory per stream: one read chunk (aiohttp's buffer), one batch (``chunk_bytes``) and the
+Memory per stream: one read chunk (aiohttp's buffer), two batches (``chunk_bytes``: one being
+appended while the next fills, so reading the API and writing the sink overlap) and the
 decoder's ~48 bytes; never a line, never the log.
 
 The checksum: the shipper hashes every byte it hands to the sink, in order. Within one ``ship``
@@ -345,11 +346,14 @@ class _Stream:
             if follow:
                 await self._follow(response, decoder, batch)
             else:
-                while chunk := await response.read_chunk():
-                    await self.s._throttle.read(len(chunk))
-                    batch.add(decoder.feed(chunk))
-                    if batch.full:
-                        await batch.flush()
+                try:
+                    while chunk := await response.read_chunk():
+                        await self.s._throttle.read(len(chunk))
+                        batch.add(decoder.feed(chunk))
+                        if batch.full:
+                            await batch.flush_behind()
+                finally:
+                    await batch.settle()
         if mode == _FINAL:
             batch.add(decoder.finish())
             if decoder.pending_drop or decoder.pending_skip:
@@ -387,7 +391,7 @@ class _Stream:
                 last_data = clock.monotonic()
                 batch.add(decoder.feed(chunk))
                 if batch.full:
-                    await batch.flush()
+                    await batch.flush_behind()
 
         reading = asyncio.ensure_future(reader())
         terminal = asyncio.ensure_future(self.terminal.wait())
@@ -417,10 +421,17 @@ class _Stream:
             terminal.cancel()
             # Wait for the reader (an append in flight completes) before the response closes.
             await asyncio.gather(reading, return_exceptions=True)
+            await batch.settle()
 
 
 class _Batch:
-    """Content waiting to be appended, at most ``chunk_bytes`` (plus one read's worth)."""
+    """Content waiting to be appended, at most ``chunk_bytes`` (plus one read's worth), and at most
+    one earlier batch being appended behind it (``flush_behind``).
+
+    Appends happen one at a time, in order: a batch's bytes and the cursor describing them are
+    taken together, synchronously, and each append starts only after the previous one ended, so
+    the sink sees exactly the sequence a one-batch-at-a-time shipper would send.
+    """
 
     def __init__(self, stream: _Stream, decoder: LogDecoder, *, offset: int, rehash: int) -> None:
         self.stream = stream
@@ -434,6 +445,9 @@ class _Batch:
         self.limit = stream.o.chunk_bytes
         # A follow's reader and its supervisor both flush; one append at a time, in order.
         self.lock = asyncio.Lock()
+        # The append started by flush_behind() and not yet awaited; its error surfaces at the
+        # next flush, flush_behind or settle.
+        self.behind: asyncio.Future[None] | None = None
 
     @property
     def pending(self) -> bool:
@@ -452,17 +466,42 @@ class _Batch:
         self.size += len(data)
 
     async def flush(self) -> None:
+        """Append everything pending and wait until it is stored."""
         async with self.lock:
-            await self._flush()
+            await self._wait_behind()
+            if not self.size:
+                if self.decoder.lines != self.lines_before:  # a last line whose bytes went out earlier
+                    self._report(0, None, self._take_lines())
+                return
+            taken = self._take()
+            if taken is not None:
+                await self._append(*taken)
 
-    async def _flush(self) -> None:
-        if not self.size:
-            if self.decoder.lines != self.lines_before:  # a last line whose bytes went out earlier
-                self._report(0, None)
-            return
-        # Take the bytes and the cursor that describes them together, before any await.
+    async def flush_behind(self) -> None:
+        """Start appending what is pending and return once the previous append has ended: the
+        caller reads on while this batch is written."""
+        async with self.lock:
+            await self._wait_behind()
+            taken = self._take() if self.size else None
+            if taken is not None:
+                self.behind = asyncio.ensure_future(self._append(*taken))
+
+    async def settle(self) -> None:
+        """Wait for an append started by ``flush_behind``; a no-op when there is none."""
+        async with self.lock:
+            await self._wait_behind()
+
+    async def _wait_behind(self) -> None:
+        behind, self.behind = self.behind, None
+        if behind is not None:
+            await behind
+
+    def _take(self) -> tuple[bytes, Cursor | None, int] | None:
+        """The pending bytes (minus those the sink already holds) with the cursor and the line
+        count that describe them, taken together before any await."""
         data = b"".join(self.pieces)
         cursor = self.decoder.cursor
+        lines = self._take_lines()
         self.pieces.clear()
         self.size = 0
         stream = self.stream
@@ -474,7 +513,16 @@ class _Batch:
                 stream.hasher.update(head)
                 stream.hashed += len(head)
         if not data:
-            return
+            return None
+        return data, cursor, lines
+
+    def _take_lines(self) -> int:
+        lines = self.decoder.lines - self.lines_before
+        self.lines_before = self.decoder.lines
+        return lines
+
+    async def _append(self, data: bytes, cursor: Cursor | None, lines: int) -> None:
+        stream = self.stream
         size = await stream.sink.append(stream.execution, self.offset, data, cursor)
         if size != self.offset + len(data):
             raise OffsetMismatch(size, f"appended {len(data)} bytes at {self.offset}, the sink holds {size}")
@@ -483,9 +531,7 @@ class _Batch:
             stream.hashed += len(data)
         self.offset = stream.stored = size
         stream.failures = 0
-        self._report(len(data), cursor)
+        self._report(len(data), cursor, lines)
 
-    def _report(self, size: int, cursor: Cursor | None) -> None:
-        lines = self.decoder.lines - self.lines_before
-        self.lines_before = self.decoder.lines
+    def _report(self, size: int, cursor: Cursor | None, lines: int) -> None:
         self.stream.s._observer.appended(self.stream.execution, size, lines, cursor)

@@ -144,6 +144,52 @@ async def test_terminal_during_an_append_lets_the_append_finish(api, client, tmp
     assert Resumes.count == 0
 
 
+async def test_reading_goes_on_while_a_batch_is_appended_with_at_most_one_behind(api, client, tmp_path,
+                                                                                   monkeypatch):
+    """Appends overlap reads (double buffering), never each other, and keep their order. (Partial
+    batches are never flushed by the timer here, so any read during an append is the overlap.)"""
+    import controller.logs.shipper as shipper_module
+
+    fed = 0
+    original_feed = shipper_module.LogDecoder.feed
+
+    def counting_feed(self, chunk):
+        nonlocal fed
+        fed += 1
+        return original_feed(self, chunk)
+
+    monkeypatch.setattr(shipper_module.LogDecoder, "feed", counting_feed)
+
+    class GatedSink(DirectorySink):
+        in_flight = 0
+        most_in_flight = 0
+        read_during_append = 0
+
+        async def append(self, execution, offset, chunk, cursor):
+            GatedSink.in_flight += 1
+            GatedSink.most_in_flight = max(GatedSink.most_in_flight, GatedSink.in_flight)
+            fed_before = fed
+            await asyncio.sleep(0.02)
+            if fed > fed_before:
+                GatedSink.read_during_append += 1
+            try:
+                return await super().append(execution, offset, chunk, cursor)
+            finally:
+                GatedSink.in_flight -= 1
+
+    recs = sample(seed=8)
+    api.pods[("ns", "p")] = FakePod(recs, pace=0.0002)
+    sink = GatedSink(tmp_path, fsync=False)
+    terminal = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.4, terminal.set)
+    ship = shipper(client, catch_up_bytes=0, chunk_bytes=4096, flush_seconds=30.0)
+    outcome = await ship.ship("job-1", "ns", "p", None, sink, terminal)
+    assert isinstance(outcome, Stored) and outcome.verified
+    assert sink.log_path("job-1").read_bytes() == content_of(recs)
+    assert GatedSink.most_in_flight == 1
+    assert GatedSink.read_during_append > 0
+
+
 async def test_a_silent_follow_is_reopened_from_the_cursor(api, client, tmp_path):
     pod = FakePod([Rec(ts(0, 1), b"first")])
     api.pods[("ns", "p")] = pod
