@@ -22,8 +22,8 @@ from controller.events import NORMAL, WARNING, EventRecorder
 from controller.informer import Store
 from controller.kube import AlreadyExists, Forbidden, Invalid, KubeClient, NotFound
 from controller.kube.resources import CRONJOBS, JOBS, TASKS
-from controller.model.children import cronjob_for_task, cronjob_spec_differs, job_for_task
 from controller.model.admission import POOL_NOT_FOUND
+from controller.model.children import cronjob_for_task, cronjob_spec_differs, job_for_task
 from controller.model.labels import LABEL_TASK
 from controller.model.spec import InvalidTask, TaskSpec, parse_task
 from controller.model.records import execution_record, record_sequence, task_record
