@@ -121,7 +121,7 @@ async def test_a_pool_of_two_runs_six_tasks_never_more_than_two_at_once(start_op
     assert sampler.samples >= 5  # it sampled throughout (every 0.2 s plus two list calls)
     assert sampler.peak_jobs["pool"] == 2, sampler.peak_jobs
     assert sampler.peak_pods <= 2
-    assert {entry["queue"]["reason"] for entry in queued} == {"PoolFull"}
+    assert len(queued) >= 2 and all(entry["phase"] == "Queued" for entry in queued)
     # Statuses are read one Task at a time while admissions move the queue: each place is valid.
     assert all(1 <= entry["queue"]["position"] <= 4 for entry in queued), queued
     assert described.returncode == 0, described.stderr
@@ -144,7 +144,10 @@ async def _queued_entries(kube, namespace, names):
     entries = []
     for name in names:
         status = (await task(kube, namespace, name)).get("status") or {}
-        entries += [(name, e) for e in status.get("executions") or [] if e.get("queue")]
+        # PoolFull only: right after start the operator may not have seen the new TaskPool yet
+        # and says PoolNotFound for a moment (a fresh cluster in CI showed it).
+        entries += [(name, e) for e in status.get("executions") or []
+                    if (e.get("queue") or {}).get("reason") == "PoolFull"]
     return entries if len(entries) >= 2 else None
 
 
