@@ -95,3 +95,12 @@ def write_cri_log(path: Path, content_bytes: int, *, seed: int = 1, start: datet
             size += len(tail)
             lines += 1
     return Generated(path, size, digest.hexdigest(), lines, stamp().decode())
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (stored logs are up to 1 GiB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -17,7 +17,6 @@ Deployment would restart it; that path is covered by the lifecycle tests.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import pytest
 from conftest import _use_external_cluster, devcluster_component
 from controller.kube import AlreadyExists
 from controller.kube.resources import CRONJOBS, JOBS, TASKS
-from crilog import write_cri_log
+from crilog import sha256_file, write_cri_log
 from tasks import (
     create_task,
     eventually,
@@ -42,14 +41,6 @@ pytestmark = [pytest.mark.e2e,
 
 MB = 1024 * 1024
 OUTAGE_SECONDS = 3.0
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(MB):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 async def test_api_server_and_etcd_restarts_lose_nothing(start_operator, kube, namespace, make_namespace,

@@ -14,18 +14,16 @@ identity (as a container restarted in its pod does), so it leads again at once.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import random
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from controller.kube import KubeError
 from controller.kube.resources import JOBS, PODS
-from crilog import write_cri_log
+from crilog import sha256_file, write_cri_log
 from tasks import create_task, eventually, task, task_manifest
 
 pytestmark = pytest.mark.e2e
@@ -33,14 +31,6 @@ pytestmark = pytest.mark.e2e
 MB = 1024 * 1024
 KILLS = 10
 TASKS = 10
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(MB):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class JobCounter:

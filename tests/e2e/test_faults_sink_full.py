@@ -12,15 +12,13 @@ executions ship byte-identical, and the ship that kept retrying stores the old l
 
 from __future__ import annotations
 
-import hashlib
 import resource
 import time
-from pathlib import Path
 
 import pytest
 
 from controller.kube.resources import PODS
-from crilog import write_cri_log
+from crilog import sha256_file, write_cri_log
 from tasks import create_task, eventually, events_for, jobs_of, task, task_manifest
 
 pytestmark = pytest.mark.e2e
@@ -28,14 +26,6 @@ pytestmark = pytest.mark.e2e
 MB = 1024 * 1024
 LIMIT = 2 * MB
 RELEASE_AFTER = 15
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(MB):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 async def test_a_full_log_disk_is_retried_then_released_with_the_loss_recorded(

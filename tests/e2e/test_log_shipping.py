@@ -21,7 +21,7 @@ from controller.clock import RealClock
 from controller.kube import KubeClient
 from controller.kube.resources import JOBS, PODS, Resource
 from controller.logs import DirectorySink, LogMetrics, LogShipperPool, ShipOptions, Stored
-from crilog import Generated, write_cri_log
+from crilog import Generated, sha256_file, write_cri_log
 from tasks import RUN_FOR
 
 pytestmark = pytest.mark.e2e
@@ -111,13 +111,6 @@ class PodFollower:
         self.submits.add(task)
         task.add_done_callback(self.submits.discard)
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(MB):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 async def stored_size(sink: DirectorySink, execution: str) -> int:

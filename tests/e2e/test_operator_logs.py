@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO
 from controller.kube import NotFound
 from controller.kube.resources import PODS, Resource
-from crilog import write_cri_log
+from crilog import sha256_file, write_cri_log
 from tasks import create_task, eventually, jobs_of, task, task_manifest
 
 pytestmark = pytest.mark.e2e
@@ -105,14 +105,6 @@ async def wait_log(kube, namespace, name, state="stored", timeout=240) -> dict:
         return entry if entry and entry.get("state") == state else None
 
     return await eventually(probe, timeout=timeout, interval=1, message=f"log of {name} {state}")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 async def no_jobs(kube, namespace, name) -> bool:
