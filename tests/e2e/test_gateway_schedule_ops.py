@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -75,6 +76,13 @@ async def gateway(gateway_kubeconfig: str, namespace: str, tmp_path: Path) -> As
         auth=AuthSettings(internal_token="e2e-token"),
         kube=KubeSettings(kubeconfig=gateway_kubeconfig, namespace=namespace, invoke_image="busybox:1.36"),
     )
+    async with serving(settings) as client:
+        yield client
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Client]:
+    """The real gateway app on a loopback port, and a client of its public API."""
     logger = structlog.wrap_logger(structlog.PrintLogger(file=io.StringIO()))
     running = await start(settings, clock=RealClock(), registry=CollectorRegistry(), logger=logger)
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
@@ -200,14 +208,8 @@ async def secured_gateway(gateway_kubeconfig: str, namespace: str, tmp_path: Pat
         auth=AuthSettings(internal_token="e2e-token-" + "i" * 20, user_tokens=users, require_auth=True),
         kube=KubeSettings(kubeconfig=gateway_kubeconfig, namespace=namespace, invoke_image="busybox:1.36"),
     )
-    logger = structlog.wrap_logger(structlog.PrintLogger(file=io.StringIO()))
-    running = await start(settings, clock=RealClock(), registry=CollectorRegistry(), logger=logger)
-    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
-    try:
-        yield Client(running.public_url, http)
-    finally:
-        await http.close()
-        await running.stop()
+    async with serving(settings) as client:
+        yield client
 
 
 async def test_only_a_token_with_write_scope_on_the_namespace_pauses_a_task(
