@@ -36,6 +36,7 @@ from typing import Any, Iterable, Mapping
 
 from . import labels as L
 from .operations import MANUAL_ANNOTATION
+from .times import parse_time
 
 POOL_FULL = "PoolFull"
 SKILL_BUSY = "SkillBusy"
@@ -118,16 +119,6 @@ def parse_pool(obj: Mapping[str, Any]) -> PoolConfig:
     )
 
 
-def _time(value: Any) -> datetime:
-    if not isinstance(value, str) or not value:
-        return _EPOCH
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return _EPOCH
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
 def _finished(job: Mapping[str, Any]) -> bool:
     for condition in (job.get("status") or {}).get("conditions") or []:
         if condition.get("status") == "True" and condition.get("type") in (
@@ -158,7 +149,7 @@ def job_view(job: Mapping[str, Any]) -> JobView:
         skill=annotations.get(L.ANNOTATION_SKILL) or None,
         skill_exclusive=annotations.get(L.ANNOTATION_SKILL_CONCURRENCY) == "Forbid",
         priority=priority,
-        created=_time(meta.get("creationTimestamp")),
+        created=parse_time(meta.get("creationTimestamp")) or _EPOCH,
         scheduled=any(ref.get("kind") == "CronJob" for ref in meta.get("ownerReferences") or [])
         and annotations.get(MANUAL_ANNOTATION) != "manual",  # "run now" is not a scheduled run
         gated=is_gated(job),

@@ -51,6 +51,7 @@ from .errors import InvalidTask
 from .names import execution_name
 from .schedule import describe, iter_runs
 from .spec import TaskSpec
+from .times import format_time, parse_time  # noqa: F401 - also this module's API
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 EXECUTION_KEYS = ("name", "phase", "scheduledTime", "startTime", "completionTime", "reason",
@@ -62,28 +63,6 @@ MISSED_RUN_GRACE = timedelta(seconds=60)
 MAX_MISSED_RUNS = 100
 _MAX_DETAIL = 512
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """A Kubernetes timestamp (RFC 3339, ``Z`` or offset, optional fraction) as aware UTC, else None."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
-
-
-def format_time(value: datetime | None) -> str | None:
-    """``YYYY-MM-DDTHH:MM:SSZ`` (whole seconds, UTC), the form Kubernetes writes; None stays None."""
-    if value is None:
-        return None
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
