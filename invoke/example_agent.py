@@ -84,7 +84,8 @@ class ExampleAgents:
 
     def _record(self, agent: str, kind: str, request: web.Request, body: Any, **more: Any) -> dict[str, Any]:
         entry = {"seq": len(self.invocations) + 1, "agent": agent, "kind": kind,
-                 "idempotencyKey": request.headers.get("Idempotency-Key"), "body": body, **more}
+                 "idempotencyKey": request.headers.get("Idempotency-Key"), "body": body, "answer": None,
+                 "activationId": None, **more}
         self.invocations.append(entry)
         return entry
 
@@ -123,7 +124,6 @@ class ExampleAgents:
             await self.stopping.wait()
             return self._answer(entry, 503, {"error": "the agent is stopping"})
         if mode == "drop":
-            entry["answer"] = None
             assert request.transport is not None
             request.transport.close()
             raise web.HTTPServiceUnavailable()  # never reaches the client: its connection is closed
@@ -180,11 +180,14 @@ class ExampleAgents:
                                  dumps=lambda obj: json.dumps(obj, ensure_ascii=False))
 
 
+STATE = web.AppKey("state", ExampleAgents)
+
+
 def make_app(agents: Mapping[str, str] | None = None) -> web.Application:
-    """The service as an aiohttp app; ``app["agents"]`` is its ``ExampleAgents`` state."""
+    """The service as an aiohttp app; ``app[STATE]`` is its ``ExampleAgents`` state."""
     state = ExampleAgents(agents=agents)
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    app["agents"] = state
+    app[STATE] = state
     app.router.add_post("/agents/{agent}/invocations", state.invoke)
     app.router.add_get("/agents/{agent}/activations/{id}", state.poll)
     app.router.add_get("/invocations", state.list_invocations)
