@@ -129,12 +129,13 @@ class KubeSettings:
     request_timeout: float = 30.0
     """Seconds one Kubernetes API request may take."""
 
-    invoke_image: str = "ghcr.io/fabric/sys-invoke-skill:latest"
-    """Image of the built-in invoke action that ``POST /v1/agents/{agent}/invoke`` Tasks run
-    (the same default as ``taskctl agents invoke``)."""
+    invoke_image: str = "fabric-tasks:dev"
+    """Image of the built-in invoke action that ``POST /v1/agents/{agent}/invoke`` Tasks run: the
+    project's one image, which has the ``sys-invoke-skill`` entry point (the same default as
+    ``taskctl agents invoke``)."""
 
-    invoke_command: tuple[str, ...] = ("node", "/dist/sys-invoke-skill.js")
-    """Command of that image."""
+    invoke_command: tuple[str, ...] = ("sys-invoke-skill",)
+    """Command of that image: the invoke action's console script (``invoke/``)."""
 
     @property
     def enabled(self) -> bool:

@@ -50,8 +50,10 @@ from controller.model import parse_time
 
 from .errors import UsageError
 
-DEFAULT_INVOKE_IMAGE = "ghcr.io/fabric/sys-invoke-skill:latest"
-DEFAULT_INVOKE_COMMAND = ("node", "/dist/sys-invoke-skill.js")
+# The built-in invoke action: the project's one image and its console script (invoke/; the gateway's
+# KubeSettings has the same defaults).
+DEFAULT_INVOKE_IMAGE = "fabric-tasks:dev"
+DEFAULT_INVOKE_COMMAND = ("sys-invoke-skill",)
 BACKENDS = ("auto", "kube", "gateway")
 OUTPUTS = ("table", "wide", "json", "yaml", "name")
 CONFIG_KEYS = frozenset({"gateway", "token", "tokenFile", "backend", "namespace", "kubeconfig", "context", "project",

@@ -104,7 +104,7 @@ def test_long_names_stay_distinct_and_bad_names_are_refused() -> None:
 def test_invoke_task_manifest() -> None:
     m = agents.invoke_task("hubble_agent", "input", {"payload": {"text": "x"}}, schedule="@hourly",
                            schedule_name="hubble_hourly", time_zone="Europe/Paris", concurrency="Forbid",
-                           project="proj1", user="ann", image="img:1", command=["node", "/dist/sys-invoke-skill.js"])
+                           project="proj1", user="ann", image="img:1", command=["sys-invoke-skill"])
     assert m["metadata"]["name"] == "proj1-hubble-hourly"
     spec = m["spec"]
     assert (spec["skillName"], spec["actionName"], spec["schedule"], spec["timeZone"], spec["concurrencyPolicy"]) == (
