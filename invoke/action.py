@@ -34,7 +34,7 @@ from controller.clock import Clock
 from .answers import Activation, InvalidAnswer, error_text, parse_activation
 from .outcome import InvokeStatus, Outcome
 from .payload import InvokeRequest
-from .retry import Cause, cause_of_status, give_up_status, is_retryable, parse_retry_after, retry_delay
+from .retry import cause_of_status, give_up_status, is_retryable, parse_retry_after, retry_delay
 from .settings import InvokeSettings
 from .transport import Answer, Transport, TransportError
 
@@ -187,4 +187,4 @@ class Invocation:
                 raise self._timed_out(f"{method} {url} failed ({reason}) and no time is left to retry")
 
 
-__all__ = ["Cause", "Deadline", "Invocation"]
+__all__ = ["Deadline", "Invocation"]
