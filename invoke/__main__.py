@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 import random
+import signal
 import sys
 import uuid
 from typing import Mapping, Sequence
@@ -117,8 +118,34 @@ async def invoke(settings: InvokeSettings, payload_text: str | None, clock: Cloc
                        error=f"no endpoint configured for agent {request.agent} "
                              "(FABRIC_AGENT_ENDPOINTS_FILE, FABRIC_AGENT_URL_TEMPLATE)")
     async with AiohttpTransport(settings.connect_timeout) as transport:
-        return await Invocation(request, endpoint, settings, transport, clock,
-                                log=lambda line: _log(clock, line), jitter=random.random).run()
+        invocation = Invocation(request, endpoint, settings, transport, clock,
+                                log=lambda line: _log(clock, line), jitter=random.random)
+        return await _until_signalled(invocation)
+
+
+async def _until_signalled(invocation: Invocation) -> Outcome:
+    """Run the invocation; SIGTERM or SIGINT ends it with an outcome that says so (a container's
+    PID 1 ignores SIGTERM unless it handles it, so without this the kubelet would SIGKILL the action
+    after the grace period and the termination message would be lost)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(invocation.run())
+    received: list[str] = []
+
+    def stop(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return invocation.interrupted(received[0])
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 def write_termination_message(path: str, outcome: Outcome) -> None:

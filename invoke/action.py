@@ -109,6 +109,13 @@ class Invocation:
             return self._outcome(gave_up.status, gave_up.error)
         return self._finished(activation)
 
+    def interrupted(self, why: str) -> Outcome:
+        """The outcome when the action is stopped from outside (SIGTERM: the Job's deadline, a
+        Replace, a deleted pod) before the invocation ended."""
+        where = f"; activation {self.activation_id} may still be running" if self.activation_id else ""
+        self._log(f"stopped by {why}{where}")
+        return self._outcome(InvokeStatus.ERROR, f"stopped by {why} before the invocation ended{where}")
+
     def _finished(self, activation: Activation) -> Outcome:
         if activation.result is not None:
             preview = json.dumps(activation.result, ensure_ascii=False)

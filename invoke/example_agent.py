@@ -37,7 +37,7 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from aiohttp import web
 
@@ -79,6 +79,9 @@ class ExampleAgents:
     """(agent, Idempotency-Key) -> activation id: the activation that key started."""
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     """(agent, Idempotency-Key) -> 5xx answers given so far (mode 5xx)."""
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    """Futures of ``wait_for`` callers, all resolved (and the list emptied) after each recorded
+    request; tests wait on them instead of polling."""
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     """Set on shutdown: releases the handlers of hanging calls."""
 
@@ -87,7 +90,18 @@ class ExampleAgents:
                  "idempotencyKey": request.headers.get("Idempotency-Key"), "body": body, "answer": None,
                  "activationId": None, **more}
         self.invocations.append(entry)
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
         return entry
+
+    async def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool]) -> None:
+        """Wait until ``predicate(invocations)`` holds (checked after each recorded request)."""
+        while not predicate(self.invocations):
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            await waiter
 
     def _mode(self, agent: str, body: dict[str, Any]) -> str | None:
         """The mode of this call; None when the agent is unknown."""

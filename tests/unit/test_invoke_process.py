@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from invoke.example_agent import make_app
+from invoke.example_agent import STATE, ExampleAgents, make_app
 
 # A generous bound on how long one action may run before the test calls it stuck (the action's own
 # deadlines here are well under a second; this is a failure bound, not a measurement).
@@ -35,6 +36,7 @@ class Agents:
     """A running example agent service."""
 
     url: str
+    state: ExampleAgents
 
     async def invocations(self, kind: str | None = None) -> list[dict[str, Any]]:
         async with aiohttp.ClientSession() as session, session.get(f"{self.url}/invocations") as response:
@@ -65,7 +67,7 @@ async def start_agents() -> AsyncIterator[StartAgents]:
         await site.start()
         runners.append(runner)
         host, port = runner.addresses[0][:2]
-        return Agents(url=f"http://{host}:{port}")
+        return Agents(url=f"http://{host}:{port}", state=runner.app[STATE])
 
     yield start
     for runner in runners:
@@ -77,14 +79,17 @@ async def agents(start_agents: StartAgents) -> Agents:
     return await start_agents()
 
 
-@pytest.fixture
-def run_action(tmp_path: Path) -> Callable[..., Awaitable[Run]]:
-    async def run(payload: Any, template_base: str | None, **env: str) -> Run:
-        log = tmp_path / "termination-log"
-        log.unlink(missing_ok=True)
+class ActionRunner:
+    """Runs ``python -m invoke`` with a test's environment; its termination log is in ``tmp_path``."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.log = tmp_path / "termination-log"
+
+    async def start(self, payload: Any, template_base: str | None, **env: str) -> asyncio.subprocess.Process:
+        self.log.unlink(missing_ok=True)
         full_env = {key: value for key, value in os.environ.items() if not key.startswith("FABRIC_")}
         full_env.update({
-            "FABRIC_TERMINATION_LOG": str(log), "FABRIC_EXECUTION": "hubble-hourly-29000000",
+            "FABRIC_TERMINATION_LOG": str(self.log), "FABRIC_EXECUTION": "hubble-hourly-29000000",
             "FABRIC_INVOKE_BACKOFF_BASE": "0.01", "FABRIC_INVOKE_POLL_INTERVAL": "0.01",
         })
         if template_base is not None:
@@ -92,22 +97,30 @@ def run_action(tmp_path: Path) -> Callable[..., Awaitable[Run]]:
         if payload is not None:
             full_env["FABRIC_PAYLOAD"] = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
         full_env.update(env)
-        process = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "invoke", env=full_env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+    async def finish(self, process: asyncio.subprocess.Process) -> Run:
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(), PROCESS_BOUND)
         except asyncio.TimeoutError:
             process.kill()
             await process.wait()
             raise AssertionError(f"the action did not exit within {PROCESS_BOUND}s") from None
-        outcome = json.loads(log.read_text(encoding="utf-8")) if log.exists() else None
+        outcome = json.loads(self.log.read_text(encoding="utf-8")) if self.log.exists() else None
         if outcome is not None:
-            assert len(log.read_bytes()) <= 4096
+            assert len(self.log.read_bytes()) <= 4096
             assert outcome.pop("kind") == "fabric.dev/invoke-outcome" and outcome.pop("version") == 1
         return Run(process.returncode or 0, outcome, stdout.decode(), stderr.decode())
 
-    return run
+    async def __call__(self, payload: Any, template_base: str | None, **env: str) -> Run:
+        return await self.finish(await self.start(payload, template_base, **env))
+
+
+@pytest.fixture
+def run_action(tmp_path: Path) -> ActionRunner:
+    return ActionRunner(tmp_path)
 
 
 def canonical(value: Any) -> str:
@@ -119,7 +132,7 @@ def invoke_payload(params: Any, agent: str = "hubble_agent", text: Any = "summar
     return {"agentName": agent, "input": text, "params": params}
 
 
-async def test_sync_success(agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+async def test_sync_success(agents: Agents, run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({"payload": {"text": "test cron"}}), agents.url)
     calls = await agents.invocations()
     assert run.exit_code == 0, run.stdout + run.stderr
@@ -131,7 +144,7 @@ async def test_sync_success(agents: Agents, run_action: Callable[..., Awaitable[
     assert "activation act-" in run.stdout and "outcome: " in run.stdout  # progress reached the log
 
 
-async def test_async_activation_is_polled_to_its_end(agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+async def test_async_activation_is_polled_to_its_end(agents: Agents, run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({"mode": "async", "steps": 3, "retryAfter": 0}), agents.url)
     invokes, polls = await agents.invocations("invoke"), await agents.invocations("poll")
     assert run.exit_code == 0, run.stdout + run.stderr
@@ -142,7 +155,7 @@ async def test_async_activation_is_polled_to_its_end(agents: Agents, run_action:
                            "httpStatus": 200, "error": None}
 
 
-async def test_agent_reported_failure(agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+async def test_agent_reported_failure(agents: Agents, run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({"mode": "fail", "error": "model unavailable"}), agents.url)
     calls = await agents.invocations()
     assert run.exit_code == 1
@@ -151,7 +164,7 @@ async def test_agent_reported_failure(agents: Agents, run_action: Callable[..., 
     assert len(calls) == 1
 
 
-async def test_5xx_is_retried_then_succeeds(agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+async def test_5xx_is_retried_then_succeeds(agents: Agents, run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({"mode": "5xx", "failures": 2}), agents.url)
     calls = await agents.invocations()
     assert run.exit_code == 0, run.stdout
@@ -161,7 +174,7 @@ async def test_5xx_is_retried_then_succeeds(agents: Agents, run_action: Callable
     assert run.outcome["activationId"] == calls[-1]["activationId"]
 
 
-async def test_5xx_until_giving_up_is_error(agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+async def test_5xx_until_giving_up_is_error(agents: Agents, run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({"mode": "5xx", "status": 500}), agents.url, FABRIC_INVOKE_MAX_ATTEMPTS="3")
     calls = await agents.invocations()
     assert run.exit_code == 1
@@ -171,7 +184,7 @@ async def test_5xx_until_giving_up_is_error(agents: Agents, run_action: Callable
     assert "unavailable on purpose (3)" in run.outcome["error"] and "after 3 attempts" in run.outcome["error"]
 
 
-async def test_hang_past_the_deadline_times_out(agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+async def test_hang_past_the_deadline_times_out(agents: Agents, run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({"mode": "hang"}), agents.url, FABRIC_INVOKE_DEADLINE="0.5")
     calls = await agents.invocations()
     assert run.exit_code == 1
@@ -182,7 +195,7 @@ async def test_hang_past_the_deadline_times_out(agents: Agents, run_action: Call
 
 
 async def test_activation_running_past_the_deadline_times_out_with_its_id(
-        agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+        agents: Agents, run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({"mode": "stuck", "retryAfter": 0.05}), agents.url,
                            FABRIC_INVOKE_DEADLINE="0.5")
     invokes = await agents.invocations("invoke")
@@ -198,7 +211,7 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-async def test_connection_refused_is_unreachable(run_action: Callable[..., Awaitable[Run]]) -> None:
+async def test_connection_refused_is_unreachable(run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({}), f"http://127.0.0.1:{_closed_port()}", FABRIC_INVOKE_MAX_ATTEMPTS="3")
     assert run.exit_code == 1
     assert run.outcome is not None
@@ -207,7 +220,7 @@ async def test_connection_refused_is_unreachable(run_action: Callable[..., Await
     assert [f"(attempt {n}/3)" in run.stdout for n in (1, 2, 3)] == [True] * 3  # retried: nothing reached an agent
 
 
-async def test_agent_without_endpoint_is_not_found(agents: Agents, run_action: Callable[..., Awaitable[Run]],
+async def test_agent_without_endpoint_is_not_found(agents: Agents, run_action: ActionRunner,
                                                    tmp_path: Path) -> None:
     endpoints = tmp_path / "endpoints.yaml"
     endpoints.write_text(f"hubble_agent: {agents.url}/agents/hubble_agent\n")
@@ -222,7 +235,7 @@ async def test_agent_without_endpoint_is_not_found(agents: Agents, run_action: C
 
 
 async def test_agent_answering_404_is_not_found(start_agents: StartAgents,
-                                                run_action: Callable[..., Awaitable[Run]]) -> None:
+                                                run_action: ActionRunner) -> None:
     agents = await start_agents({"hubble_agent": "sync"})
     run = await run_action(invoke_payload({}, agent="nobody"), agents.url)
     calls = await agents.invocations()
@@ -233,7 +246,7 @@ async def test_agent_answering_404_is_not_found(start_agents: StartAgents,
     assert [(call["agent"], call["answer"]) for call in calls] == [("nobody", 404)]
 
 
-async def test_400_is_rejected_and_not_retried(agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+async def test_400_is_rejected_and_not_retried(agents: Agents, run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({"mode": "reject", "error": "input too long"}), agents.url)
     calls = await agents.invocations()
     assert run.exit_code == 1
@@ -249,7 +262,7 @@ async def test_400_is_rejected_and_not_retried(agents: Agents, run_action: Calla
     pytest.param('{"input": "x"}', None, "agentName must be a non-empty string", id="no-agent"),
     pytest.param('{"agentName": "hubble_agent"}', "hubble_agent", "input is missing", id="no-input"),
 ])
-async def test_bad_payload_is_a_usage_error(agents: Agents, run_action: Callable[..., Awaitable[Run]],
+async def test_bad_payload_is_a_usage_error(agents: Agents, run_action: ActionRunner,
                                             payload: str | None, agent: str | None, error_part: str) -> None:
     run = await run_action(payload, agents.url)
     assert run.exit_code == 2
@@ -259,7 +272,7 @@ async def test_bad_payload_is_a_usage_error(agents: Agents, run_action: Callable
     assert await agents.invocations() == []
 
 
-async def test_bad_configuration_is_a_usage_error(agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+async def test_bad_configuration_is_a_usage_error(agents: Agents, run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({}), None, FABRIC_AGENT_URL_TEMPLATE="http://agents/no-placeholder")
     assert run.exit_code == 2
     assert run.outcome is not None and run.outcome["invokeStatus"] == "Error"
@@ -278,7 +291,7 @@ LARGE = {"rows": [{"id": i, "text": "ü😀 données " * 4, "score": i / 7, "non
     pytest.param(None, None, id="null-input-and-params"),
     pytest.param("large", LARGE, id="large-params"),
 ])
-async def test_payload_reaches_the_agent_exactly(agents: Agents, run_action: Callable[..., Awaitable[Run]],
+async def test_payload_reaches_the_agent_exactly(agents: Agents, run_action: ActionRunner,
                                                  text: Any, params: Any) -> None:
     payload = invoke_payload(params, text=text)
     encoded = json.dumps(payload, ensure_ascii=False)
@@ -291,7 +304,7 @@ async def test_payload_reaches_the_agent_exactly(agents: Agents, run_action: Cal
 
 
 async def test_post_made_exactly_once_when_the_connection_drops_after_sending(
-        agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+        agents: Agents, run_action: ActionRunner) -> None:
     run = await run_action(invoke_payload({"mode": "drop"}), agents.url)
     calls = await agents.invocations()
     assert run.exit_code == 1
@@ -302,7 +315,7 @@ async def test_post_made_exactly_once_when_the_connection_drops_after_sending(
 
 
 async def test_same_execution_follows_the_activation_it_already_started(
-        agents: Agents, run_action: Callable[..., Awaitable[Run]]) -> None:
+        agents: Agents, run_action: ActionRunner) -> None:
     """A Job's next pod runs with the same FABRIC_EXECUTION, hence the same Idempotency-Key: the agent
     answers with the activation the first pod started and starts no other."""
     first = await run_action(invoke_payload({"mode": "async", "steps": 1, "retryAfter": 0}), agents.url)
@@ -312,3 +325,24 @@ async def test_same_execution_follows_the_activation_it_already_started(
     assert first.outcome is not None and second.outcome is not None
     assert first.outcome["activationId"] == second.outcome["activationId"] == invokes[0]["activationId"]
     assert [call.get("replay", False) for call in invokes] == [False, True]
+
+
+@pytest.mark.parametrize("mode, called, with_activation", [
+    pytest.param("hang", lambda calls: len(calls) >= 1, False, id="waiting-for-the-post"),
+    pytest.param("stuck", lambda calls: any(call["kind"] == "poll" for call in calls), True, id="polling"),
+])
+async def test_sigterm_ends_with_an_outcome(agents: Agents, run_action: ActionRunner, mode: str,
+                                            called: Callable[[list[dict[str, Any]]], bool],
+                                            with_activation: bool) -> None:
+    """The kubelet stops a container with SIGTERM (Job deadline, Replace, deleted pod): the action
+    still writes an outcome, naming the activation that may still run."""
+    process = await run_action.start(invoke_payload({"mode": mode, "retryAfter": 0.05}), agents.url)
+    await asyncio.wait_for(agents.state.wait_for(called), PROCESS_BOUND)
+    process.send_signal(signal.SIGTERM)
+    run = await run_action.finish(process)
+    invokes = await agents.invocations("invoke")
+    assert run.exit_code == 1
+    assert run.outcome is not None and run.outcome["invokeStatus"] == "Error"
+    assert run.outcome["error"].startswith("stopped by SIGTERM before the invocation ended")
+    assert run.outcome["activationId"] == (invokes[0]["activationId"] if with_activation else None)
+    assert len(invokes) == 1
