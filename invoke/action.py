@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from controller.clock import Clock
 
-from .answers import Activation, InvalidAnswer, error_text, parse_activation
+from .answers import SUCCEEDED, Activation, InvalidAnswer, error_text, parse_activation
 from .outcome import InvokeStatus, Outcome
 from .payload import InvokeRequest
 from .retry import cause_of_status, give_up_status, is_retryable, parse_retry_after, retry_delay
@@ -68,6 +68,8 @@ class Deadline:
 
 
 class Invocation:
+    """One request to one agent endpoint; ``run()`` once (module docstring: the steps)."""
+
     def __init__(self, request: InvokeRequest, endpoint: str, settings: InvokeSettings, transport: Transport,
                  clock: Clock, log: Callable[[str], None], jitter: Callable[[], float]) -> None:
         self.request = request
@@ -95,7 +97,7 @@ class Invocation:
         try:
             answer = await self._call("POST", f"{self.endpoint}/invocations", body, idempotent=False)
             activation = self._activation(answer, expected_id=None)
-            while activation.status == "Running":
+            while not activation.finished:
                 delay = parse_retry_after(answer.headers.get("Retry-After"), self._clock.now())
                 delay = self.settings.poll_interval if delay is None else delay
                 self._log(f"activation {activation.id} Running; next poll in {delay:g}s")
@@ -122,7 +124,7 @@ class Invocation:
             if len(preview) > MAX_RESULT_LOG:
                 preview = preview[:MAX_RESULT_LOG] + f"… ({len(preview)} characters)"
             self._log(f"result: {preview}")
-        if activation.status == "Succeeded":
+        if activation.status == SUCCEEDED:
             self._log(f"activation {activation.id} Succeeded")
             return self._outcome(InvokeStatus.SUCCEEDED)
         error = activation.error or "the agent reported the activation failed"

@@ -142,6 +142,7 @@ async def test_sync_success(agents: Agents, run_action: ActionRunner) -> None:
     assert calls[0]["idempotencyKey"] == "fabric-hubble-hourly-29000000"
     assert calls[0]["body"] == {"input": "summarize the news", "params": {"payload": {"text": "test cron"}}}
     assert "activation act-" in run.stdout and "outcome: " in run.stdout  # progress reached the log
+    assert run.stderr == ""
 
 
 async def test_async_activation_is_polled_to_its_end(agents: Agents, run_action: ActionRunner) -> None:
