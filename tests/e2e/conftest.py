@@ -31,6 +31,16 @@ OPERATOR_NAMESPACE = "fabric-system"
 OPERATOR_SERVICE_ACCOUNT = "fabric-task-operator"
 
 
+#: The real-node subset (tests/e2e/realnode/) runs on its own cluster, `devcluster up --nodes real`,
+#: in a pytest run of its own (`./dev test` starts it with FABRIC_E2E_REAL_NODE=1): kwok's tests and
+#: the real node's never share a session, since the session fixtures below hold one cluster.
+REAL_NODE = os.environ.get("FABRIC_E2E_REAL_NODE") == "1"
+if REAL_NODE:
+    collect_ignore_glob = ["test_*.py"]
+else:
+    collect_ignore = ["realnode"]
+
+
 def _use_external_cluster() -> bool:
     return os.environ.get("FABRIC_E2E_USE_KUBECONFIG") == "1" and bool(os.environ.get("KUBECONFIG"))
 
@@ -39,7 +49,8 @@ def _use_external_cluster() -> bool:
 def kubeconfig() -> str:
     if _use_external_cluster():
         return os.environ["KUBECONFIG"]
-    done = subprocess.run([str(DEVCLUSTER), "up"], stdout=subprocess.PIPE, text=True, timeout=3600)
+    nodes = ["--nodes", "real"] if REAL_NODE else []
+    done = subprocess.run([str(DEVCLUSTER), "up", *nodes], stdout=subprocess.PIPE, text=True, timeout=3600)
     if done.returncode != 0:
         pytest.fail(f"devcluster up failed with exit code {done.returncode}; see its output above")
     return done.stdout.strip().splitlines()[-1]

@@ -1,0 +1,79 @@
+"""A container's log of a known size and content, written at a bounded rate by a real process.
+
+``command(size, seed, rate)`` is the container command: ``python3 -c <this module's source>`` in the
+devcluster's ``fabric-base:dev`` image, so the container and the test run the very same generator.
+``expected(size, seed)`` is what the container wrote (size and sha256): what a shipped log must equal.
+
+The content is lines of 40-200 printable bytes, every 2,000th line 40 KiB long (containerd splits
+lines over 16 KiB into partial CRI lines, which the reader must join again), and a last line
+without a newline. Output is paced to ``rate`` bytes a second, so a slow log reader is what is
+tested, not a writer that outruns every reader and loses rotated files by design.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import random
+import sys
+import time
+
+LONG_EVERY = 2000
+LONG_LINE = 40 * 1024
+
+
+def chunks(size: int, seed: int):
+    """The content, in pieces of about 64 KiB; exactly ``size`` bytes in all."""
+    rnd = random.Random(seed)
+    alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 -_:,.=/"
+    pool = bytes(rnd.choice(alphabet) for _ in range(1 << 16))
+    written = 0
+    line = 0
+    buffer = bytearray()
+    while written + len(buffer) < size:
+        line += 1
+        length = LONG_LINE if line % LONG_EVERY == 0 else rnd.randint(40, 200)
+        start = rnd.randrange(0, len(pool) - length)
+        buffer += b"%08d " % line + pool[start:start + length] + b"\n"
+        if len(buffer) >= 1 << 16:
+            take = min(len(buffer), size - written)
+            yield bytes(buffer[:take])
+            written += take
+            del buffer[:]
+    take = size - written
+    if take > 0:
+        tail = bytes(buffer[:take])
+        if tail.endswith(b"\n"):
+            tail = tail[:-1] + b"."   # the last line has no newline
+        yield tail
+
+
+def expected(size: int, seed: int) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    total = 0
+    for chunk in chunks(size, seed):
+        digest.update(chunk)
+        total += len(chunk)
+    return total, digest.hexdigest()
+
+
+def write(size: int, seed: int, rate: int) -> None:
+    out = sys.stdout.buffer
+    started = time.monotonic()
+    sent = 0
+    for chunk in chunks(size, seed):
+        out.write(chunk)
+        out.flush()
+        sent += len(chunk)
+        ahead = sent / rate - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+
+
+def command(size: int, seed: int, rate: int) -> list[str]:
+    source = inspect.getsource(sys.modules[__name__])
+    return ["python3", "-c", source, str(size), str(seed), str(rate)]
+
+
+if __name__ == "__main__":
+    write(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
