@@ -30,6 +30,7 @@ from controller.retry.classify import (
     Action,
     Verdict,
     http_verdict,
+    storage_verdict,
     verdict_of,
 )
 
@@ -45,5 +46,6 @@ __all__ = [
     "TRANSPORT",
     "Verdict",
     "http_verdict",
+    "storage_verdict",
     "verdict_of",
 ]

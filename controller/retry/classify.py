@@ -32,12 +32,20 @@ DNS, TLS, truncated body                                          says the reque
 409 reason ``Conflict``                retry     conflict         lost an optimistic-concurrency race:
                                                                   re-read, recompute, write again
 400 code ``upload_interrupted``        retry     interrupted      the gateway saw our log body end early
+400 "... is waiting to start"          retry     not-started      a pod's log asked for before its
+                                                                  container runs (or while it restarts)
 410 (reason ``Expired``/``Gone``)      relist    expired          our resourceVersion is too old: list
                                                                   again, then watch (not a retry as is)
 any other 4xx (400, 404, 409           fail      rejected /       the request itself is refused; the
 AlreadyExists or name_conflict,                  not-found        same request cannot succeed later. It
 413, 422, ...)                                                    belongs on the Task's status or log
 =====================================  ========  ===============  =====================================
+
+A log directory's ``OSError`` (``storage_verdict``): a full disk, a quota, a file-size limit, a
+read-only or failing volume, an interrupted call (ENOSPC, EDQUOT, EFBIG, EIO, EROFS, EAGAIN,
+EINTR) are retried as ``storage`` (they end when someone frees space, raises a quota or remounts
+the volume; meanwhile the pod keeps its log behind its finalizer); any other ``OSError``
+(EACCES, ENOTDIR, ...) fails.
 
 Retry-After (delta-seconds) is honoured up to ``MAX_RETRY_AFTER_SECONDS``; a longer one is taken
 as that, so a misconfigured proxy cannot park a client for a day.
@@ -49,6 +57,7 @@ there), a Lease write that lost (the elector just looks again next period).
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from enum import Enum
 
@@ -95,11 +104,12 @@ _UNEXPECTED = Verdict(FAIL, "unexpected")
 
 
 def http_verdict(status: int, *, retry_after: float | None = None, reason: str | None = None,
-                 code: str | None = None) -> Verdict:
+                 code: str | None = None, message: str = "") -> Verdict:
     """What a non-2xx answer means (the table above).
 
     ``reason``: the Kubernetes ``Status.reason`` (``Conflict``, ``AlreadyExists``, ``Expired``);
-    ``code``: the gateway's ``{"error": {"code": ...}}``; ``retry_after``: the parsed header.
+    ``code``: the gateway's ``{"error": {"code": ...}}``; ``message``: the error's text;
+    ``retry_after``: the parsed header.
     """
     if 200 <= status < 300:
         raise ValueError(f"{status} is not a failure")
@@ -119,9 +129,22 @@ def http_verdict(status: int, *, retry_after: float | None = None, reason: str |
         return Verdict(RETRY, "conflict", wait)
     if status == 400 and code == "upload_interrupted":
         return Verdict(RETRY, "interrupted", wait)
+    if status == 400 and "waiting to start" in message:
+        return Verdict(RETRY, "not-started", wait)
     if status == 404:
         return Verdict(FAIL, "not-found")
     return Verdict(FAIL, "rejected")
+
+
+_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS,
+                               errno.EAGAIN, errno.EINTR})
+
+
+def storage_verdict(exc: OSError) -> Verdict:
+    """What a file system error of a log directory means (see the module docstring)."""
+    if exc.errno in _TRANSIENT_ERRNOS:
+        return Verdict(RETRY, "storage")
+    return Verdict(FAIL, "storage")
 
 
 def verdict_of(exc: BaseException) -> Verdict:
@@ -132,4 +155,4 @@ def verdict_of(exc: BaseException) -> Verdict:
 
 
 __all__ = ["AUTH_GRACE_SECONDS", "Action", "FAIL", "MAX_RETRY_AFTER_SECONDS", "RELIST", "RETRY",
-           "TRANSPORT", "Verdict", "http_verdict", "verdict_of"]
+           "TRANSPORT", "Verdict", "http_verdict", "storage_verdict", "verdict_of"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 from fakeclock import FakeClock
 
@@ -16,6 +18,7 @@ from controller.retry import (
     BackoffPolicy,
     Verdict,
     http_verdict,
+    storage_verdict,
     verdict_of,
 )
 
@@ -41,6 +44,8 @@ from controller.retry import (
         pytest.param(500, {"reason": "Expired"}, RELIST, "expired", None, False, id="expired-reason-relist"),
         pytest.param(400, {"code": "upload_interrupted"}, RETRY, "interrupted", None, False,
                      id="400-upload-interrupted"),
+        pytest.param(400, {"message": 'container "task" in pod "p" is waiting to start: ContainerCreating'},
+                     RETRY, "not-started", None, False, id="400-container-not-started"),
         pytest.param(400, {}, FAIL, "rejected", None, False, id="400-bad-request"),
         pytest.param(404, {}, FAIL, "not-found", None, False, id="404"),
         pytest.param(413, {}, FAIL, "rejected", None, False, id="413-too-large"),
@@ -52,6 +57,22 @@ def test_http_verdicts(status, extra, action, reason, retry_after, bounded):
     verdict = http_verdict(status, **extra)
     assert (verdict.action, verdict.reason, verdict.retry_after) == (action, reason, retry_after)
     assert (verdict.give_up_after == AUTH_GRACE_SECONDS) if bounded else verdict.give_up_after is None
+
+
+@pytest.mark.parametrize(
+    "code, action",
+    [
+        pytest.param(errno.ENOSPC, RETRY, id="disk-full"),
+        pytest.param(errno.EDQUOT, RETRY, id="quota"),
+        pytest.param(errno.EFBIG, RETRY, id="file-size-limit"),
+        pytest.param(errno.EROFS, RETRY, id="read-only-volume"),
+        pytest.param(errno.EIO, RETRY, id="failing-volume"),
+        pytest.param(errno.EACCES, FAIL, id="permission-denied"),
+        pytest.param(errno.ENOTDIR, FAIL, id="not-a-directory"),
+    ],
+)
+def test_storage_verdicts(code, action):
+    assert storage_verdict(OSError(code, "x")).action is action
 
 
 def test_a_success_is_not_classified():
