@@ -128,6 +128,11 @@ class LeaderElector:
                 return
             if await self._attempt(deadline):
                 self._renewed_at = started
+            elif self._observed is not None and self._observed.holder not in ("", s.identity):
+                self.is_leader = False  # another replica holds it already: no point waiting
+                log.error("lost leadership: the lease is held by another replica",
+                          identity=s.identity, holder=self._observed.holder)
+                return
 
     async def lead(self, work: Awaitable[Any]) -> bool:
         """Run ``work`` while this replica leads (after ``acquire``), renewing meanwhile.

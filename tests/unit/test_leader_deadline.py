@@ -234,3 +234,17 @@ async def test_workers_that_end_by_themselves_end_the_lead(api, clients):
     leading = asyncio.create_task(a.lead(work()))
     await step_until(clock, leading.done)
     assert await leading is False
+
+
+async def test_a_leader_that_finds_another_holder_stops_at_once(api, clients):
+    """Its Lease was taken (it was frozen for longer than the lease): no waiting for the deadline."""
+    clock = FakeClock()
+    a = elector(clients, "a", clock)
+    await a.acquire()
+    workers = Workers(clock)
+    leading = asyncio.create_task(a.lead(workers.run()))
+    api._store({**api.lease, "spec": {**api.lease["spec"], "holderIdentity": "b"}})
+    started = clock.monotonic()
+    await step_until(clock, leading.done)
+    assert await leading is True and not a.is_leader
+    assert workers.stopped_at - started < 10, "stopped when a renewal saw it, not at the renew deadline"
