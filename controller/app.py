@@ -1,7 +1,8 @@
 """The operator, assembled: informers -> workqueue -> reconcile loop, plus ops server and leader
 election. Owns every background task it starts and stops them in order (style #12):
 
-1. SIGTERM/SIGINT (or lost leadership) sets ``stop``.
+1. SIGTERM/SIGINT (or lost leadership, after the elector has already cancelled the reconcile
+   workers, see ``controller/leader.py``) sets ``stop``.
 2. The workqueue stops taking keys and in-flight reconciles get ``drain_seconds`` to finish.
 3. The Lease is released so a standby replica takes over at once.
 4. Informers, the ops server and the HTTP client are closed.
@@ -227,22 +228,21 @@ class Operator:
         log.info("informer caches synced", tasks=len(self.tasks.store.list()))
         if self.settings.leader_election.enabled:
             await self.elector.acquire()
-        workers = asyncio.gather(
-            asyncio.create_task(self.loop.run(), name="reconcile-loop"),
-            asyncio.create_task(self.admission_loop.run(), name="admission-loop"))
+        workers = asyncio.gather(self.loop.run(), self.admission_loop.run())
         self.admission_queue.add(ADMISSION_KEY)  # a first pass even if no Job changes
-        try:
-            if self.settings.leader_election.enabled:
-                await self.elector.hold()
-                # Leadership lost: another replica may take over once the Lease expires, so stop
-                # reconciling now; the process exits non-zero and is restarted as a candidate.
-                self.lost_leadership = True
-                stop.set()
-                return
-            await workers
-        finally:
-            workers.cancel()
-            await asyncio.gather(workers, return_exceptions=True)
+        if not self.settings.leader_election.enabled:
+            try:
+                await workers
+            finally:
+                workers.cancel()
+                await asyncio.gather(workers, return_exceptions=True)
+            return
+        # The elector renews meanwhile; if it cannot, it cancels the workers and waits for them
+        # before the Lease can expire for the other replicas (controller/leader.py), then the
+        # process exits non-zero and is restarted as a candidate.
+        if await self.elector.lead(workers):
+            self.lost_leadership = True
+            stop.set()
 
 
 async def run(settings: Settings, clock: Clock) -> int:

@@ -57,11 +57,13 @@ class LeaderElectionSettings:
     (client-go's default)."""
 
     renew_deadline_seconds: float = 10.0
-    """A leader that could not renew for this long stops leading (and exits) before the Lease can
-    expire, so two leaders never overlap. Must be shorter than the lease duration."""
+    """A leader that could not renew for this long (counted from the start of its last successful
+    renewal; a hung request is abandoned at that point) stops its workers and exits. Must be
+    shorter than the lease duration; the difference is the time the workers get to stop before
+    another replica may take over (controller/leader.py states the invariant)."""
 
     retry_period_seconds: float = 2.0
-    """How often a leader renews and a candidate retries."""
+    """How often a leader renews and a candidate retries. Must be shorter than the renew deadline."""
 
 
 @dataclass(frozen=True)

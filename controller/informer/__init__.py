@@ -10,12 +10,11 @@ Owns no policy about what the objects mean; it never writes to the API server an
 except through ``KubeClient``.
 """
 
-from controller.informer.informer import Backoff, Informer
+from controller.informer.informer import Informer
 from controller.informer.metrics import InformerMetrics, PrometheusInformerMetrics
 from controller.informer.store import IndexFunc, Store, object_key
 
 __all__ = [
-    "Backoff",
     "IndexFunc",
     "Informer",
     "InformerMetrics",

@@ -8,18 +8,21 @@ client-go's reflector and shared informer, in one asyncio task:
    last known state.
 2. **Watch** from the list's resourceVersion with bookmarks. Every event, BOOKMARK included,
    advances the resourceVersion; bookmarks reach no handler.
-3. When the watch ends:
+3. When the watch ends (the error's verdict comes from ``controller.retry.classify``):
 
    - the server closed it (its timeout)          -> re-watch from the last resourceVersion
-   - 410 Gone (ERROR event or HTTP 410)          -> relist at once (our version expired)
+   - verdict relist (410 Gone, ERROR or HTTP)    -> relist at once (our version expired)
    - nothing heard for ``silence_timeout``       -> the watchdog cancels it; re-watch
-   - transport error, 429, 5xx                   -> back off (honour Retry-After); re-watch
-   - any other error (403 RBAC, 404 no CRD, ...) -> back off; relist
+   - verdict retry, unbounded (transport error,  -> back off (honour Retry-After); re-watch
+     429, 5xx, 408)
+   - anything else (403 RBAC, even while it is   -> back off; relist (what we may see may have
+     retried, 404 no CRD, ...)                      changed)
    - closed at once having delivered nothing     -> back off; re-watch (no hot loop)
 
-   A failed list is backed off and retried. Backoff is client-go's reflector policy: 0.8 s
-   doubling to 30 s, each wait stretched by a random factor in [1, 2) -- so it settles in
-   [30, 60) s, about 0.02 QPS per informer -- and reset after 2 minutes without a failure.
+   A failed list is backed off and retried; an informer never gives up. Backoff is a
+   ``controller.retry.Backoff`` set as client-go's reflector: 0.8 s doubling to 30 s, each wait
+   stretched by a random factor in [1, 2) -- so it settles in [30, 60) s, about 0.02 QPS per
+   informer -- and reset after 2 minutes without a failure.
 4. **Resync**: every ``resync_period`` each cached object is re-delivered as ``on_update(obj, obj)``
    so level-triggered consumers re-check it (handlers tell a resync by ``old is new``).
 
@@ -45,8 +48,9 @@ from controller.informer.metrics import InformerMetrics
 from controller.informer.store import Delta, IndexFunc, Store, object_key, resource_version
 from controller.informer.store import strip_managed_fields
 from controller.kube.client import KubeClient
-from controller.kube.errors import KubeError, is_expired, is_retryable, retry_after
+from controller.kube.errors import KubeError
 from controller.kube.resources import Resource
+from controller.retry import RELIST, RETRY, Backoff, BackoffPolicy, verdict_of
 
 log = structlog.get_logger(__name__)
 
@@ -65,41 +69,10 @@ class _Handler:
     on_delete: OnDelete | None
 
 
-class Backoff:
-    """Delays between failed attempts: client-go's reflector backoff manager.
-
-    ``next()`` returns ``step * (1 + jitter * random())`` where ``step`` starts at ``initial``,
-    doubles per call up to ``maximum``, and returns to ``initial`` when the previous call was more
-    than ``reset_after`` seconds ago.
-    """
-
-    def __init__(
-        self,
-        clock: Clock,
-        *,
-        initial: float = 0.8,
-        maximum: float = 30.0,
-        reset_after: float = 120.0,
-        jitter: float = 1.0,
-    ) -> None:
-        self._clock = clock
-        self._initial = initial
-        self._maximum = maximum
-        self._reset_after = reset_after
-        self._jitter = jitter
-        self._step = initial
-        """The un-jittered delay last returned."""
-        self._last: float | None = None
-        """``clock.monotonic()`` of the last ``next()``; ``None`` before the first."""
-
-    def next(self) -> float:
-        now = self._clock.monotonic()
-        if self._last is None or now - self._last > self._reset_after:
-            self._step = self._initial
-        else:
-            self._step = min(self._step * 2, self._maximum)
-        self._last = now
-        return self._step * (1.0 + self._jitter * random.random())
+def reflector_backoff(initial: float, maximum: float) -> BackoffPolicy:
+    """client-go's reflector backoff: ``initial`` doubling to ``maximum``, each wait times a random
+    factor in [1, 2), reset after 2 minutes without a failure."""
+    return BackoffPolicy(initial=2 * initial, maximum=2 * maximum, jitter=0.5, reset_after=120.0)
 
 
 class Informer:
@@ -145,7 +118,7 @@ class Informer:
         self._watch_timeout = watch_timeout
         self._silence_timeout = silence_timeout
         self._page_size = page_size
-        self._backoff = Backoff(clock, initial=backoff_initial, maximum=backoff_max)
+        self._backoff = Backoff(reflector_backoff(backoff_initial, backoff_max), clock)
         """Used only by the ``run`` task."""
         self.name = name or (f"{resource.plural}@{namespace}" if namespace else resource.plural)
         self._metrics = metrics or InformerMetrics()
@@ -221,7 +194,8 @@ class Informer:
                     need_list = False
                 reason = await self._watch()
             except KubeError as exc:
-                if not need_list and is_expired(exc):
+                verdict = verdict_of(exc)
+                if not need_list and verdict.action is RELIST:
                     self._log.info("informer.watch_expired",
                                    resource_version=self._resource_version)
                     self._metrics.watch_restarted(self.name, "expired")
@@ -229,7 +203,7 @@ class Informer:
                     continue
                 if not need_list:
                     self._metrics.watch_restarted(self.name, "error")
-                    need_list = not is_retryable(exc)
+                    need_list = verdict.action is not RETRY or verdict.give_up_after is not None
                 await self._back_off(exc, listing=need_list)
                 continue
             except Exception as exc:  # a bug in event handling: keep the cache alive, but loudly
@@ -242,10 +216,11 @@ class Informer:
                 await self._back_off(None, listing=False)
 
     async def _back_off(self, exc: BaseException | None, *, listing: bool) -> None:
-        delay = self._backoff.next()
-        server_delay = retry_after(exc) if exc is not None else None
-        if server_delay is not None:
-            delay = max(delay, server_delay)
+        # An informer never gives up, whatever the verdict: only its Retry-After is used here.
+        retry_after = verdict_of(exc).retry_after if exc is not None else None
+        delay = self._backoff.next(None) or 0.0
+        if retry_after is not None:
+            delay = max(delay, retry_after)
         self._log.warning(
             "informer.backoff",
             error=repr(exc) if exc is not None else "watch closed immediately",

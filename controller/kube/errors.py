@@ -22,14 +22,17 @@ translated once, in ``client.py``, with ``raise ... from exc`` so the cause stay
 
 ``ApiError`` itself is raised for the statuses without a class of their own (400, 405, 415, ...).
 
-The predicates below name the policy once so that callers do not re-derive it from status codes
-(client-go's ``isExpiredError`` and friends): 410 means relist, 429 means back off and honour
-Retry-After, other 4xx are permanent and belong on the Task's status.
+Every error carries its ``verdict`` from the one retry table, ``controller.retry.classify``
+(410 means relist, 429 back off and honour Retry-After, 401/403 retry for a bounded time, other
+4xx are permanent and belong on the Task's status); the predicates below only read it, so that
+callers never re-derive the policy from status codes.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from controller.retry import FAIL, RELIST, RETRY, TRANSPORT, Verdict, http_verdict
 
 
 class KubeError(Exception):
@@ -38,6 +41,8 @@ class KubeError(Exception):
 
 class TransportError(KubeError):
     """No usable HTTP response: the request may or may not have reached the server."""
+
+    verdict = TRANSPORT
 
 
 class KubeConfigError(KubeError):
@@ -48,6 +53,8 @@ class KubeConfigError(KubeError):
     failed. The message names the file and the field. Raised when the configuration is loaded and,
     for token files and exec plugins, when credentials are renewed before or after a request.
     """
+
+    verdict = Verdict(FAIL, "config")
 
 
 class ApiError(KubeError):
@@ -73,6 +80,14 @@ class ApiError(KubeError):
         self.retry_after = retry_after
         summary = f"{status} {reason or 'Error'}"
         super().__init__(f"{summary}: {message}" if message else summary)
+
+    @property
+    def verdict(self) -> Verdict:
+        """What the retry table says about this answer (``controller.retry.classify``)."""
+        if self.status < 400:  # a watch ERROR event without a usable code
+            return Verdict(RELIST, "expired") if isinstance(self, Gone) else Verdict(FAIL, "rejected")
+        return http_verdict(self.status, retry_after=self.retry_after, message=self.message,
+                            reason="Conflict" if isinstance(self, Conflict) else self.reason)
 
     @property
     def details(self) -> dict[str, Any]:
@@ -174,33 +189,23 @@ _BY_STATUS: dict[int, type[ApiError]] = {
 
 def is_expired(exc: BaseException) -> bool:
     """The resourceVersion we hold is too old for the server (410): relist, do not retry as is."""
-    return isinstance(exc, Gone)
+    return isinstance(exc, KubeError) and exc.verdict.action is RELIST
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Retrying the same request later can succeed.
-
-    - ``TransportError``: the network or the server blipped; nothing says the request is bad.
-    - ``TooManyRequests``: we are being throttled; wait ``retry_after`` then try again.
-    - ``ServerError``: the server or etcd failed transiently (504 timeouts, 503 in a rollout).
-    - ``Conflict``: another writer won the optimistic-concurrency race; re-read, recompute, retry.
-    - 408: the server gave up waiting for the request; nothing was applied.
-
-    ``Gone`` is not retryable as is: the caller must relist (see ``is_expired``).
-    """
-    if isinstance(exc, (TransportError, TooManyRequests, ServerError, Conflict)):
-        return True
-    return isinstance(exc, ApiError) and exc.status == 408
+    """Retrying the same request later can succeed (the table in ``controller.retry.classify``:
+    transport failures, 408, 429, 5xx, a lost optimistic-concurrency race, and for a bounded time
+    401/403). ``Gone`` is not retryable as is: the caller must relist (see ``is_expired``)."""
+    return isinstance(exc, KubeError) and exc.verdict.action is RETRY
 
 
 def is_permanent(exc: BaseException) -> bool:
     """The server rejected this request for good: retrying it unchanged cannot succeed.
 
-    Every API error that is neither retryable nor an expired resourceVersion: 400, 401, 403, 404,
-    AlreadyExists, 422, ... . Such errors belong on the Task's status, not in a retry loop.
-    Whether a 404 or AlreadyExists is an error at all is the caller's decision.
+    400, 404, AlreadyExists, 422, ... . Such errors belong on the Task's status, not in a retry
+    loop. Whether a 404 or AlreadyExists is an error at all is the caller's decision.
     """
-    return isinstance(exc, ApiError) and not is_retryable(exc) and not is_expired(exc)
+    return isinstance(exc, ApiError) and exc.verdict.action is FAIL
 
 
 def retry_after(exc: BaseException) -> float | None:

@@ -1,33 +1,37 @@
-"""Errors of log shipping, and which of them a shipper retries.
+"""Errors of log shipping, each carrying its retry verdict.
 
-Failures of the Kubernetes side arrive as ``controller.kube.errors`` classes (and keep their
-predicates); failures of a sink are translated into this tree by the sink, once, with
-``raise ... from exc``::
+Failures of the Kubernetes side arrive as ``controller.kube.errors`` classes (with their
+verdicts); failures of a sink are translated into this tree by the sink, once, with
+``raise ... from exc``, and the sink asks ``controller.retry.classify`` for the verdict::
 
     LogShippingError
     ├── LogLost                  the log can no longer be read (pod or container gone: 404)
     └── SinkError                a sink could not take or confirm bytes
         ├── OffsetMismatch       the sink holds .size bytes, not what we wrote at: re-read, resume
-        ├── SinkUnavailable      transient (network, 5xx, 429): retry after .retry_after if given
-        ├── SinkRejected         permanent (bad token, bad name, sealed log, corrupt state)
+        ├── SinkUnavailable      a verdict of retry: network, 5xx, 429 (.retry_after), 401/403 for
+        │                        a bounded time, a full or read-only volume
+        ├── SinkRejected         a verdict of fail: bad name, sealed log, corrupt state, other 4xx
         └── ChecksumMismatch     finalize found other bytes than the shipper sent
 
 ``controller.logs.cursor.LogFormatError`` (the API answered something that is not a timestamped
-log) is permanent too.
+log) carries no verdict and so is not retried.
 """
 
 from __future__ import annotations
 
-from controller.kube.errors import ApiError, is_retryable as kube_is_retryable
-from controller.kube.errors import retry_after as kube_retry_after
+from controller.retry import FAIL, RETRY, Verdict, verdict_of
 
 
 class LogShippingError(Exception):
     """Base of the errors raised by ``controller.logs``."""
 
+    verdict = Verdict(FAIL, "failed")
+
 
 class LogLost(LogShippingError):
     """The log is gone from the cluster (the pod was deleted); what was stored is all there is."""
+
+    verdict = Verdict(FAIL, "lost")
 
 
 class SinkError(LogShippingError):
@@ -35,7 +39,10 @@ class SinkError(LogShippingError):
 
 
 class OffsetMismatch(SinkError):
-    """The sink holds ``size`` bytes: an append must be at exactly that offset."""
+    """The sink holds ``size`` bytes: an append must be at exactly that offset. Not a failure of
+    the sink but a step of the protocol: resume from what it holds."""
+
+    verdict = Verdict(RETRY, "resume")
 
     def __init__(self, size: int, message: str = "") -> None:
         self.size = size
@@ -43,19 +50,26 @@ class OffsetMismatch(SinkError):
 
 
 class SinkUnavailable(SinkError):
-    """The sink could not be reached or failed transiently; ``retry_after`` seconds if it said."""
+    """The sink could not take the request now; ``retry_after`` seconds if it said."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        self.retry_after = retry_after
+    def __init__(self, message: str, retry_after: float | None = None, *, verdict: Verdict | None = None) -> None:
+        self.verdict = verdict or Verdict(RETRY, "unavailable", retry_after)
+        self.retry_after = self.verdict.retry_after
         super().__init__(message)
 
 
 class SinkRejected(SinkError):
     """The sink refused the request for good; retrying it unchanged cannot succeed."""
 
+    def __init__(self, message: str, *, verdict: Verdict | None = None) -> None:
+        self.verdict = verdict or Verdict(FAIL, "rejected")
+        super().__init__(message)
+
 
 class ChecksumMismatch(SinkError):
     """The stored bytes do not hash to what the shipper computed over the bytes it sent."""
+
+    verdict = Verdict(FAIL, "checksum-mismatch")
 
     def __init__(self, expected: str, stored: str) -> None:
         self.expected = expected
@@ -63,26 +77,11 @@ class ChecksumMismatch(SinkError):
         super().__init__(f"stored log hashes to {stored}, the shipper sent {expected}")
 
 
-def is_waiting_to_start(exc: BaseException) -> bool:
-    """400 "container ... is waiting to start": the pod is not running yet (or is restarting)."""
-    return isinstance(exc, ApiError) and exc.status == 400 and "waiting to start" in exc.message
-
-
 def is_retryable(exc: BaseException) -> bool:
-    """A later attempt, resumed from what the sink holds, can succeed.
-
-    Kubernetes errors follow ``controller.kube.errors.is_retryable`` (network, 429, 5xx, 408),
-    plus a container that is not yet running; sinks say so by class.
-    """
-    return (
-        kube_is_retryable(exc)
-        or is_waiting_to_start(exc)
-        or isinstance(exc, (OffsetMismatch, SinkUnavailable))
-    )
+    """A later attempt, resumed from what the sink holds, can succeed (its verdict says retry)."""
+    return verdict_of(exc).retried
 
 
 def retry_after(exc: BaseException) -> float | None:
     """The delay the API server or the sink asked for, if any."""
-    if isinstance(exc, SinkUnavailable):
-        return exc.retry_after
-    return kube_retry_after(exc)
+    return verdict_of(exc).retry_after

@@ -16,13 +16,15 @@ stored (or found lost, or failed for good) and returns the ``Outcome``:
 3. Then one non-follow read from the cursor delivers the remainder, including an unterminated
    last line, and ``finalize`` seals the log with its size and sha256.
 
-Failures: each attempt starts again at 1 from what the sink holds. Retried (tenacity; full-jitter
-exponential backoff from ``backoff_base`` to ``backoff_max``, never shorter than a Retry-After the
-API server or the sink gave, reset whenever bytes were stored): network errors, 429, 5xx, 408, a
-container not yet started, sink offset mismatches and sink outages. Not retried: 404 (the pod and
-its log are gone: ``Lost``) and every other permanent error (``Failed``): RBAC, a malformed log,
-a sink that refuses, a checksum mismatch. Cancelling ``ship`` is always safe: the next ship of
-the same execution, in this process or another, resumes from the sink.
+Failures: each attempt starts again at 1 from what the sink holds. Whether an error is retried is
+its verdict (``controller.retry.classify``, the table every client shares): network errors, 429,
+5xx, 408, a container not yet started, sink offset mismatches and sink outages are; 401/403 (of
+the API server or the gateway) are for a bounded time. The wait is a ``controller.retry.Backoff``
+(full jitter from ``backoff_base`` to ``backoff_max``, never shorter than a Retry-After the API
+server or the sink gave, reset whenever bytes were stored). Not retried: 404 (the pod and its log
+are gone: ``Lost``) and every other permanent error (``Failed``): RBAC that stays denied, a
+malformed log, a sink that refuses, a checksum mismatch. Cancelling ``ship`` is always safe: the
+next ship of the same execution, in this process or another, resumes from the sink.
 
 Memory per stream: one read chunk (aiohttp's buffer), two batches (``chunk_bytes``: one being
 appended while the next fills, so reading the API and writing the sink overlap) and the
@@ -46,7 +48,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from controller.clock import Clock
 from controller.kube import KubeClient, KubeStream
@@ -57,12 +58,12 @@ from controller.logs.errors import (
     ChecksumMismatch,
     LogLost,
     OffsetMismatch,
+    SinkError,
     SinkRejected,
-    is_retryable,
-    retry_after,
 )
 from controller.logs.sinks import LogSink, SinkState
 from controller.logs.throttle import Throttle
+from controller.retry import Backoff, BackoffPolicy, verdict_of
 
 log = structlog.get_logger(__name__)
 
@@ -130,11 +131,11 @@ class ShipOptions:
     which costs a Python client ~30 us a line; a plain read arrives in large chunks. 0: always
     follow at once."""
     backoff_base: float = 0.5
+    """Ceiling of the first wait after a failure (full jitter; doubles per failure)."""
     backoff_max: float = 30.0
-    forbidden_retries: int = 4
-    """A 403 is retried this many times (with the backoff above) before the log is failed: a
-    kube-apiserver that has just started serves requests before its RBAC authorizer's caches are
-    synced and denies them meanwhile (tests/e2e/test_faults_control_plane.py met it)."""
+    """Ceiling of any wait (a Retry-After may be longer). A 403 after a kube-apiserver restart
+    (its RBAC caches are not synced yet; tests/e2e/test_faults_control_plane.py met it) and a
+    401 during a token rotation are retried for ``controller.retry.AUTH_GRACE_SECONDS``."""
     split_size: int | None = 16384
     """Where the runtime splits long lines, for kubelets that stamp every piece (``cursor``)."""
 
@@ -193,16 +194,9 @@ class Shipper:
         terminal: asyncio.Event,
     ) -> Outcome:
         stream = _Stream(self, execution, namespace, pod, container, sink, terminal)
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(stream.should_retry),
-            wait=stream.backoff,
-            sleep=self._clock.sleep,
-            before_sleep=stream.before_sleep,
-            reraise=True,
-        )
         bound = log.bind(execution=execution, namespace=namespace, pod=pod)
         try:
-            return await retrying(stream.run)
+            return await stream.run_with_retries()
         except NotFound as exc:
             bound.warning("log lost: pod gone", error=str(exc), stored=stream.stored)
             return Lost("pod-gone", stream.stored)
@@ -218,6 +212,8 @@ class Shipper:
             return _failed("checksum-mismatch", exc)
         except SinkRejected as exc:
             return _failed("sink-rejected", exc)
+        except SinkError as exc:  # a bounded retry (401/403 of the gateway) ran out
+            return _failed(f"sink-{verdict_of(exc).reason}", exc)
 
 
 def _failed(reason: str, exc: BaseException) -> Failed:
@@ -244,35 +240,25 @@ class _Stream:
         self.hasher: hashlib._Hash | None = hashlib.sha256()
         self.hashed = 0
         self.stored = 0  # the sink's size as last seen
-        self.failures = 0  # consecutive failed attempts without a stored byte
         self.attempts = 0
-        self.forbidden = 0  # 403s retried so far (see ShipOptions.forbidden_retries)
+        # Consecutive failed attempts without a stored byte (reset by _Batch._append).
+        self.backoff = Backoff(BackoffPolicy(self.o.backoff_base, self.o.backoff_max, jitter=1.0),
+                               shipper._clock, rng=shipper._rng)
         self._ended_by_terminal = False  # the last follow stopped because terminal was set
 
-    # -- retry policy --------------------------------------------------------------------------
-
-    def should_retry(self, exc: BaseException) -> bool:
-        if is_retryable(exc):
-            return True
-        if isinstance(exc, Forbidden) and self.forbidden < self.o.forbidden_retries:
-            self.forbidden += 1
-            return True
-        return False
-
-    def backoff(self, state: RetryCallState) -> float:
-        self.failures += 1
-        ceiling = min(self.o.backoff_max, self.o.backoff_base * 2.0 ** (self.failures - 1))
-        wait = ceiling * self.s._rng()
-        exc = state.outcome.exception() if state.outcome is not None else None
-        asked = retry_after(exc) if exc is not None else None
-        return max(wait, asked or 0.0)
-
-    def before_sleep(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        log.info("log stream interrupted; resuming", execution=self.execution, error=repr(exc),
-                 wait=round(state.upcoming_sleep, 3), stored=self.stored)
-        if exc is not None:
-            self.s._observer.resumed(self.execution, exc)
+    async def run_with_retries(self) -> Outcome:
+        """Attempts until one ends; an error whose verdict says stop is raised to ``ship``."""
+        while True:
+            try:
+                return await self.run()
+            except Exception as exc:
+                wait = self.backoff.next(verdict_of(exc))
+                if wait is None:
+                    raise
+                log.info("log stream interrupted; resuming", execution=self.execution, error=repr(exc),
+                         wait=round(wait, 3), stored=self.stored)
+                self.s._observer.resumed(self.execution, exc)
+            await self.s._clock.sleep(wait)
 
     # -- one attempt ---------------------------------------------------------------------------
 
@@ -530,7 +516,7 @@ class _Batch:
             stream.hasher.update(data)
             stream.hashed += len(data)
         self.offset = stream.stored = size
-        stream.failures = 0
+        stream.backoff.reset()
         self._report(len(data), cursor, lines)
 
     def _report(self, size: int, cursor: Cursor | None, lines: int) -> None:

@@ -21,9 +21,9 @@ than it describes; the shipper resumes from that cursor and skips the surplus
 
 - ``DirectorySink(root)``: ``<root>/tasks/<execution>/log.txt``; the cursor in ``log.cursor``,
   written after the data is fsynced, by write-temp + fsync + rename (+ fsync of the directory);
-  ``log.sha256`` (``sha256sum -c`` format) marks the log complete. A full disk, a quota, a
-  file-size limit, a read-only or failing volume (ENOSPC, EDQUOT, EFBIG, EROFS, EIO) are
-  ``SinkUnavailable`` (retried until space is back); any other ``OSError`` is ``SinkRejected``.
+  ``log.sha256`` (``sha256sum -c`` format) marks the log complete. An ``OSError`` is
+  ``SinkUnavailable`` or ``SinkRejected`` as ``controller.retry.storage_verdict`` says (a full
+  disk or a read-only volume is retried until it is fixed).
 - ``GatewaySink(base_url, token, session)``: the task gateway's internal API, see its class.
 - ``NullSink``: taskpool-history mode; logs stay in the cluster, the state says ``retained`` and
   a shipper never reads the log at all.
@@ -34,7 +34,6 @@ Each execution has one writer at a time (the pool guarantees it); sinks do not l
 from __future__ import annotations
 
 import asyncio
-import errno
 import hashlib
 import json
 import os
@@ -57,6 +56,7 @@ from controller.logs.errors import (
     SinkRejected,
     SinkUnavailable,
 )
+from controller.retry import TRANSPORT, http_verdict, storage_verdict
 
 Chunk = bytes | AsyncIterator[bytes]
 
@@ -108,13 +108,6 @@ class NullSink:
 
 # -- DirectorySink ---------------------------------------------------------------------------
 
-# Storage errors that end when someone frees space, raises a quota or remounts the volume: the
-# shipper retries them (``SinkUnavailable``), so the pod keeps its log (finalizer) until it is
-# stored or ``release_after_seconds`` runs out. EFBIG is also what a file-size rlimit gives.
-_TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS,
-                               errno.EAGAIN, errno.EINTR})
-
-
 @contextmanager
 def _storage_errors(execution: str) -> Iterator[None]:
     """Translate the file system's ``OSError`` into the sink error tree, once, here."""
@@ -123,9 +116,10 @@ def _storage_errors(execution: str) -> Iterator[None]:
     except SinkError:
         raise
     except OSError as exc:
-        if exc.errno in _TRANSIENT_ERRNOS:
-            raise SinkUnavailable(f"{execution}: cannot write the log directory: {exc}") from exc
-        raise SinkRejected(f"{execution}: log directory: {exc}") from exc
+        verdict = storage_verdict(exc)
+        if verdict.retried:
+            raise SinkUnavailable(f"{execution}: cannot write the log directory: {exc}", verdict=verdict) from exc
+        raise SinkRejected(f"{execution}: log directory: {exc}", verdict=verdict) from exc
 
 
 class DirectorySink:
@@ -277,11 +271,13 @@ class GatewaySink:
       a digest that differs from the stored bytes' is 422 or 409 with error code
       ``checksum_mismatch``; ``null`` asks the gateway to seal with its own digest.
 
-    Error bodies may be the gateway's ``{"error": {"code", "message"}, ...}``; a 400 with code
-    ``upload_interrupted`` (the gateway saw our body end early) is transient.
+    Error bodies may be the gateway's ``{"error": {"code", "message"}, ...}``.
 
-    Errors: connection failures, 429 and 5xx -> ``SinkUnavailable`` (with Retry-After); other
-    4xx -> ``SinkRejected``. The session is the caller's (shared, closed by the caller).
+    Errors: the two protocol answers above (409 with the stored size, a checksum mismatch) have
+    their own classes; every other failure is ``SinkUnavailable`` or ``SinkRejected`` as
+    ``controller.retry.classify`` says (the same table as the record client's: connection
+    failures, 429, 5xx, a 400 ``upload_interrupted`` and, for a bounded time, 401/403 are
+    retried). The session is the caller's (shared, closed by the caller).
     """
 
     def __init__(
@@ -308,8 +304,8 @@ class GatewaySink:
         return {"Authorization": f"Bearer {self._token}"}
 
     async def state(self, execution: str) -> SinkState:
-        status, body = await self._request("GET", self._url(execution, "/state"), timeout=self._timeout)
-        self._raise_for(status, body, "state")
+        status, body, retry = await self._request("GET", self._url(execution, "/state"), timeout=self._timeout)
+        self._raise_for(status, body, retry, "state")
         try:
             raw_cursor = body.get("cursor")
             cursor = Cursor.parse(raw_cursor) if raw_cursor else None
@@ -325,19 +321,17 @@ class GatewaySink:
         headers = {**self._headers(), "Content-Type": "application/octet-stream"}
         if cursor is not None:
             headers["X-Log-Cursor"] = str(cursor)
-        status, body = await self._request(
+        status, body, retry = await self._request(
             "PUT", self._url(execution, ""), params={"offset": str(offset)}, data=chunk,
             headers=headers, timeout=self._upload_timeout,
         )
         if status == 409:
             raise OffsetMismatch(_size_of(body), f"{execution}: the gateway holds {_size_of(body)} bytes")
-        if status == 400 and _error_code(body) == "upload_interrupted":
-            raise SinkUnavailable(f"{execution}: the gateway saw the body end early")
-        self._raise_for(status, body, "append")
+        self._raise_for(status, body, retry, "append")
         return _size_of(body)
 
     async def finalize(self, execution: str, size: int, sha256: str | None) -> str:
-        status, body = await self._request(
+        status, body, retry = await self._request(
             "POST", self._url(execution, "/finalize"), json={"size": size, "sha256": sha256},
             timeout=self._timeout,
         )
@@ -347,14 +341,16 @@ class GatewaySink:
         if status == 409:
             raise OffsetMismatch(_size_of(body), f"{execution}: finalize at {size}, the gateway holds "
                                                  f"{_size_of(body)}")
-        self._raise_for(status, body, "finalize")
+        self._raise_for(status, body, retry, "finalize")
         digest = body.get("sha256")
         if not isinstance(digest, str):
             raise SinkRejected(f"gateway finalize for {execution} answered no sha256: {body!r}")
         return digest
 
     async def _request(self, method: str, url: str, *, timeout: aiohttp.ClientTimeout,
-                       headers: dict[str, str] | None = None, **kwargs: Any) -> tuple[int, dict[str, Any]]:
+                       headers: dict[str, str] | None = None,
+                       **kwargs: Any) -> tuple[int, dict[str, Any], float | None]:
+        """(status, decoded body, Retry-After); a request without an answer is ``SinkUnavailable``."""
         try:
             async with self._session.request(method, url, headers=headers or self._headers(),
                                              timeout=timeout, **kwargs) as response:
@@ -362,21 +358,24 @@ class GatewaySink:
                 status = response.status
                 retry = parse_retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise SinkUnavailable(f"{method} {url}: {exc!r}") from exc
+            raise SinkUnavailable(f"{method} {url}: {exc!r}", verdict=TRANSPORT) from exc
         try:
             body = json.loads(raw) if raw.strip() else {}
         except ValueError:
             body = {"error": raw[:512].decode("utf-8", "replace")}
         if not isinstance(body, dict):
             body = {"error": body}
-        if status == 429 or status >= 500:
-            raise SinkUnavailable(f"{method} {url}: {status} {body.get('error', '')}", retry)
-        return status, body
+        return status, body, retry
 
     @staticmethod
-    def _raise_for(status: int, body: dict[str, Any], what: str) -> None:
-        if not 200 <= status < 300:
-            raise SinkRejected(f"gateway {what}: {status} {body.get('error') or body}")
+    def _raise_for(status: int, body: dict[str, Any], retry: float | None, what: str) -> None:
+        if 200 <= status < 300:
+            return
+        verdict = http_verdict(status, retry_after=retry, code=_error_code(body))
+        message = f"gateway {what}: {status} {body.get('error') or body}"
+        if verdict.retried:
+            raise SinkUnavailable(message, verdict=verdict)
+        raise SinkRejected(message, verdict=verdict)
 
 
 def _error_code(body: dict[str, Any]) -> str | None:

@@ -9,14 +9,16 @@ their own client in ``controller.logs.sinks``).
 Modules, lowest first:
 
 - ``gateway_client``  ``GatewayClient.put_record``: one upsert over aiohttp with the bearer token;
-                      aiohttp errors and HTTP statuses translated, once, into a small tree
-                      (``GatewayUnavailable``: retry; ``GatewayRejected``/``GatewayConflict``:
-                      permanent). ``RecordClient`` is the one-method seam the reporter needs.
+                      aiohttp errors and HTTP statuses translated, once, into a small tree whose
+                      errors carry their ``controller.retry`` verdict (``GatewayUnavailable``:
+                      retry; ``GatewayRejected``/``GatewayConflict``: permanent).
+                      ``RecordClient`` is the one-method seam the reporter needs.
 - ``metrics``         ``ReportMetrics``: ``fabric_gateway_*`` on a registry passed in.
 - ``reporter``        ``StatusReporter``: ``submit`` (sync, coalescing per name, bounded by the
-                      number of names), ``run`` (token bucket, bounded concurrency, backoff with
-                      jitter, Retry-After), ``delivered``/``wait_delivered`` (what the gateway
-                      confirmed, for deleting Jobs safely), ``close`` (drain, then stop).
+                      number of names), ``run`` (workers on a ``controller.workqueue``
+                      rate-limiting queue: token bucket, bounded concurrency, backoff with jitter,
+                      Retry-After), ``delivered``/``wait_delivered`` (what the gateway confirmed,
+                      for deleting Jobs safely), ``close`` (drain, then stop).
 
 Without a gateway the operator simply runs no reporter.
 """

@@ -5,25 +5,23 @@ as a JSON body, the bearer token in ``Authorization``. The gateway applies it on
 is greater than the one it holds and answers ``{"applied": bool, "sequence": <stored>}``.
 
 Errors are translated here, once, with ``raise ... from exc`` (aiohttp and HTTP statuses never
-leave this module)::
+leave this module). Which answers are worth retrying is not decided here but by the table every
+client shares, ``controller.retry.classify``; each error carries that ``verdict``::
 
     GatewayError
-    ├── GatewayUnavailable      transient: retry later (after .retry_after seconds if given)
-    │   │                       connection refused/reset, timeout, DNS, TLS; 429; 5xx
-    │   └── GatewayUnauthorized 401/403: the token is missing, wrong or not yet rotated in. Not
-    │                           the record's fault, so it is retried like an outage instead of
-    │                           dropping every record until the operator is fixed
-    ├── GatewayRejected         permanent for this record: 400 (unknown field, bad value), 404,
-    │                           413, ...; .status .code .message. Retrying it unchanged cannot succeed
+    ├── GatewayUnavailable      verdict retry: connection refused/reset, timeout, DNS, TLS; 429;
+    │   │                       5xx (the gateway's 503 while its database is away or it shuts
+    │   │                       down, a Service's 502/503/504); .retry_after if it said
+    │   └── GatewayUnauthorized 401/403: the token is missing, wrong or not yet rotated in;
+    │                           retried for a bounded time (the verdict's give_up_after), logged
+    │                           loudly. The log sink treats the same answers the same way
+    ├── GatewayRejected         verdict fail: 400 (unknown field, bad value), 404, 413, ...;
+    │                           .status .code .message. Retrying it unchanged cannot succeed
     └── GatewayConflict         409 name_conflict: the name belongs to another namespace or kind
                                 in the gateway. Permanent until that record expires
 
 A 2xx without the expected body is ``GatewayRejected`` (something that is not the gateway answers
 on its address; retrying would not change that).
-
-Why 429 and 5xx are retried: the gateway sends 503 while its database is unavailable or it is
-shutting down, and a proxy or Service in front of it answers 502/503/504 while no replica is
-ready; all of these pass. ``Retry-After`` (delta-seconds) is passed on for the caller to honour.
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ from urllib.parse import quote
 import aiohttp
 
 from controller.kube.errors import parse_retry_after
+from controller.retry import FAIL, TRANSPORT, Verdict, http_verdict
 
 _MAX_MESSAGE = 512
 
@@ -45,26 +44,30 @@ _MAX_MESSAGE = 512
 class GatewayError(Exception):
     """Base of the errors ``GatewayClient`` raises."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 verdict: Verdict | None = None) -> None:
         super().__init__(message)
         self.message = message
         #: The HTTP status, when the gateway (or something in front of it) answered.
         self.status = status
         #: The gateway's error code (``{"error": {"code": ...}}``), when it gave one.
         self.code = code
+        #: What ``controller.retry.classify`` says about it.
+        self.verdict = verdict or Verdict(FAIL, "rejected")
 
 
 class GatewayUnavailable(GatewayError):
     """The gateway could not take the request now; ``retry_after`` seconds if it said."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 retry_after: float | None = None) -> None:
-        super().__init__(message, status=status, code=code)
-        self.retry_after = retry_after
+                 retry_after: float | None = None, verdict: Verdict | None = None) -> None:
+        verdict = verdict or (http_verdict(status, retry_after=retry_after, code=code) if status else TRANSPORT)
+        super().__init__(message, status=status, code=code, verdict=verdict)
+        self.retry_after = verdict.retry_after
 
 
 class GatewayUnauthorized(GatewayUnavailable):
-    """401/403: the bearer token was refused. Retried (see the module docstring), logged loudly."""
+    """401/403: the bearer token was refused. Retried for a bounded time, logged loudly."""
 
 
 class GatewayRejected(GatewayError):
@@ -137,7 +140,7 @@ class GatewayClient:
                 raw = await response.read()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise GatewayUnavailable(f"PUT {url}: {type(exc).__name__}: {exc}") from exc
+            raise GatewayUnavailable(f"PUT {url}: {type(exc).__name__}: {exc}", verdict=TRANSPORT) from exc
         answer = _decode(raw)
         if 200 <= status < 300:
             applied = answer.get("applied")
@@ -148,13 +151,14 @@ class GatewayClient:
             return UpsertResult(applied, stored)
         code, message = _error_of(answer, raw)
         text = f"PUT {url}: {status} {code or ''} {message}".rstrip()
-        if status == 429 or status >= 500:
-            raise GatewayUnavailable(text, status=status, code=code, retry_after=retry_after)
-        if status in (401, 403):
-            raise GatewayUnauthorized(text, status=status, code=code, retry_after=retry_after)
+        verdict = http_verdict(status, retry_after=retry_after, code=code)
+        if verdict.retried:
+            unauthorized = verdict.reason in ("unauthorized", "forbidden")
+            raise (GatewayUnauthorized if unauthorized else GatewayUnavailable)(
+                text, status=status, code=code, verdict=verdict)
         if status == 409:
-            raise GatewayConflict(text, status=status, code=code)
-        raise GatewayRejected(text, status=status, code=code)
+            raise GatewayConflict(text, status=status, code=code, verdict=verdict)
+        raise GatewayRejected(text, status=status, code=code, verdict=verdict)
 
     async def close(self) -> None:
         if self._owns_session and self._session is not None:

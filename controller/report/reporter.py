@@ -3,32 +3,44 @@
 The reconciler calls ``submit(name, record, sequence)`` for each record it computes (a full
 snapshot, ``controller.model.records``); ``run()`` delivers them with ``PUT /internal/tasks/{name}``.
 
-Coalescing. At most one record per name waits (``_pending``): a newer sequence replaces the
-waiting one, an older or equal one is dropped. So memory is bounded by the number of distinct live
-names, never by the number of transitions, however long the gateway is away; when it is back,
-each name's newest state is sent once. Because records are full snapshots nothing is lost by
-skipping the intermediate ones; the gateway would ignore an older one after a newer one anyway.
+Built on the operator's own rate-limiting workqueue (``controller.workqueue``), as a controller is:
+the queue holds *names*, the records wait beside it in ``_pending``, and ``max_in_flight`` workers
+take names from the queue and send each one's newest record.
 
-Ordering. For one name at most one request is in flight, and what is sent next is always the
-pending record, whose sequence is above everything sent before for that name: deliveries of one
-name never go backwards. A transient failure puts the record back only if nothing newer arrived
-meanwhile; a newer pending record supersedes it.
+Coalescing. At most one record per name waits (``_pending``): a newer sequence replaces the
+waiting one, an older or equal one is dropped, and the queue holds a name once however often it
+is added. So memory is bounded by the number of distinct live names, never by the number of
+transitions, however long the gateway is away; when it is back, each name's newest state is sent
+once. Because records are full snapshots nothing is lost by skipping the intermediate ones; the
+gateway would ignore an older one after a newer one anyway.
+
+Ordering. The queue hands a name to one worker at a time (its processing set), so for one name at
+most one request is in flight, and what is sent is always the pending record, whose sequence is
+above everything sent before for that name: deliveries of one name never go backwards. A record
+submitted while its name is being sent marks the name dirty and the queue hands it out again
+after ``done``. A transient failure puts the record back only if nothing newer arrived meanwhile.
 
 Throttling. A token bucket (``requests_per_second``, ``burst`` deep: in any window of T seconds
 at most ``burst + requests_per_second * T`` requests start) and at most ``max_in_flight``
-requests at a time.
+requests at a time (the number of workers).
 
-Retries (``GatewayUnavailable``: unreachable, 401/403, 429, 5xx). Two backoffs, both exponential
-with jitter, capped at ``backoff_max``:
+Retries. Whether a failure is retried is its verdict (``controller.retry.classify``: unreachable,
+429, 5xx and, for a bounded time, 401/403). Two backoffs, exponential with jitter (a wait of d is
+drawn from [d/2, d]), capped at ``backoff_max``:
 
-- the gateway's: every failure doubles a pause during which no request starts; the first answer
-  resets it. While the gateway is down for minutes the reporter probes it about once per
-  ``backoff_max`` instead of hammering it, and everything flows as soon as a probe gets through.
-  ``Retry-After`` lengthens the pause to at least what the gateway asked for.
-- the record's own: a failure while the gateway was otherwise answering (the previous request
-  succeeded) counts against that name only (``ItemExponentialFailureRateLimiter``), so one record
-  the gateway keeps failing on is retried ever more slowly without holding the others back.
-  Failures during an outage do not count against the names that met it.
+- the gateway's (a ``controller.retry.Backoff``): every failure lengthens a pause during which no
+  request starts; the first answer resets it. While the gateway is down for minutes the reporter
+  probes it about once per ``backoff_max`` instead of hammering it, and everything flows as soon
+  as a probe gets through. ``Retry-After`` lengthens the pause to at least what the gateway asked.
+- the record's own (the queue's rate limiter, ``ItemBackoffRateLimiter``): a failure while the
+  gateway was otherwise answering (the previous request succeeded) sends the name back with
+  ``add_rate_limited``, so one record the gateway keeps failing on is retried ever more slowly
+  without holding the others back. Failures during an outage do not count against the names that
+  met it (they are re-added at once and wait for the pause).
+
+When a bounded retry runs out (the token has been refused for ``AUTH_GRACE_SECONDS``: it is
+wrong, not rotating), records are dropped like permanent refusals, with an error in the log,
+until a request gets through again.
 
 Permanent refusals (``GatewayRejected``, ``GatewayConflict``) are logged, counted
 (``result="rejected"``) and dropped; they never block other names.
@@ -39,9 +51,11 @@ a finished Job is deleted. What was confirmed is remembered for the last ``max_t
 names (LRU); forgetting a name costs at most one redundant request the gateway answers ``stale``.
 
 Lifecycle. The owner runs ``run()`` as a task and ends it with ``close(drain_seconds)``: delivery
-continues until nothing is pending or the drain time is up, then in-flight requests are cancelled
-and ``run()`` returns. Records still pending then are logged as a count; the level-triggered
-reconcile recomputes them after a restart from what the cluster still holds.
+continues until nothing is pending or the drain time is up, then the queue is shut down, requests
+still in flight are cancelled and ``run()`` returns. Records still pending then are logged as a
+count. Nothing is lost across a restart: the reconciler recomputes every record from what the
+cluster holds (level-triggered), with sequences the gateway orders, and a Job is deleted only
+after ``wait_delivered`` confirmed its last record.
 
 Everything here runs on one event loop; ``submit`` must be called from it. Time comes from the
 injected clock only.
@@ -50,10 +64,9 @@ injected clock only.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import math
 import random
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -70,12 +83,11 @@ from controller.report.gateway_client import (
     UpsertResult,
 )
 from controller.report.metrics import ReportMetrics
-from controller.workqueue.rate_limiters import BucketRateLimiter, ItemExponentialFailureRateLimiter
+from controller.retry import Backoff, BackoffPolicy
+from controller.workqueue import BucketRateLimiter, ItemBackoffRateLimiter, RateLimitingQueue, ShutDown
 
 log = structlog.get_logger(__name__)
 
-#: A Retry-After beyond this is taken as this (a misconfigured proxy must not park the reporter).
-MAX_RETRY_AFTER = 600.0
 #: Jitter: a backoff of d waits uniformly between d * (1 - JITTER) and d.
 JITTER = 0.5
 
@@ -120,48 +132,40 @@ class StatusReporter:
         self._metrics = metrics
         self._max_in_flight = max_in_flight
         self._max_tracked = max_tracked_names
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
-        self._rng = rng or random.Random()
+        rng = rng or random.Random()
+        policy = BackoffPolicy(initial=backoff_base, maximum=backoff_max, jitter=JITTER)
         self._bucket = BucketRateLimiter(clock, qps=requests_per_second,
                                          burst=burst if burst is not None else max(1, math.ceil(requests_per_second)))
-        self._item_backoff = ItemExponentialFailureRateLimiter(base_delay=backoff_base, max_delay=backoff_max)
+        # Names to send. The queue's guarantees are the reporter's: a name is queued once however
+        # often it is added, and handed to one worker at a time. Its rate limiter is the records'
+        # own backoff; the gateway's is _gateway_backoff.
+        self._queue: RateLimitingQueue[str] = RateLimitingQueue(
+            name="gateway-reporter", clock=clock, rate_limiter=ItemBackoffRateLimiter(policy, rng.random))
+        # Gateway-wide backoff: consecutive transient failures (of any name) since the last answer,
+        # and the monotonic time before which no request starts. Written by the workers.
+        self._gateway_backoff = Backoff(policy, clock, rng.random)
+        self._paused_until = -math.inf
 
         # name -> the newest record not yet confirmed and not in flight (a record that failed
         # transiently is put back here unless a newer one arrived). At most one per name; only ever
-        # replaced by a higher sequence. Written by submit() and the delivery tasks, popped by the
-        # dispatcher when it starts a request.
+        # replaced by a higher sequence. Written by submit() and the workers. Invariant: every
+        # name in here is in the queue (waiting, delayed by its own backoff, or being processed),
+        # so it will be sent or dropped.
         self._pending: dict[str, _Entry] = {}
-        # name -> sequence of the one request in flight for it. Invariant: at most one request per
-        # name, and a name in here is neither in _ready nor sent again until its delivery task
-        # removes it. Added by the dispatcher, removed by the delivery task.
+        # name -> sequence of the one request in flight for it (the queue allows one per name).
+        # Added by a worker right before it sends, removed when the answer is handled.
         self._in_flight: dict[str, int] = {}
-        # Names to send, oldest first; _queued holds the same names as a set. Invariant: a name is
-        # in _ready iff it is in _queued, and then it is not in _in_flight or _not_before. Its
-        # pending record may have been superseded by a confirmation since: the dispatcher re-checks.
-        self._ready: deque[str] = deque()
-        self._queued: set[str] = set()
-        # name -> monotonic time before which it is not retried (its own backoff), mirrored by the
-        # heap _delayed of (deadline, name); a heap entry whose deadline is not the name's current
-        # one is stale and skipped. Written by the delivery tasks, drained by the dispatcher.
-        self._not_before: dict[str, float] = {}
-        self._delayed: list[tuple[float, str]] = []
+        # Names waiting out their own backoff (added with add_rate_limited); submit() does not add
+        # them again, so a newer record waits for the backoff too. Cleared when a worker gets one.
+        self._backing_off: set[str] = set()
         # name -> what the gateway confirmed; least recently settled first, at most _max_tracked.
-        # Written only by _settle (delivery tasks); read by submit() and the dispatcher.
+        # Written only by _settle (workers); read by submit() and the workers.
         self._settled: OrderedDict[str, _Settled] = OrderedDict()
         # name -> callers of wait_delivered: (sequence, future resolved True/False by _settle).
         self._waiters: dict[str, list[tuple[int, asyncio.Future[bool]]]] = {}
-        # Gateway-wide backoff: consecutive transient failures and the monotonic time before which
-        # no request starts. Written by the delivery tasks, read by the dispatcher.
-        self._gateway_failures = 0
-        self._paused_until = -math.inf
-        # When the token the dispatcher has reserved becomes usable (None: none reserved).
-        self._reservation: float | None = None
-        # Delivery tasks; each removes itself when done. Cancelled and awaited when run() ends.
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()      # set whenever the dispatcher may have something to do
         self._idle = asyncio.Event()      # set while nothing is pending or in flight
         self._idle.set()
+        self._closing = asyncio.Event()   # set by close() when delivery must stop
         self._stopped = asyncio.Event()   # set when run() has returned
         self._running = False
         self._closed = False
@@ -190,7 +194,8 @@ class StatusReporter:
             return
         self._pending[name] = _Entry(record, sequence)
         self._idle.clear()
-        self._enqueue(name)
+        if name not in self._backing_off:
+            self._queue.add(name)
 
     def delivered(self, name: str) -> int | None:
         """The highest sequence of ``name`` the gateway confirmed (stored, or held something newer)."""
@@ -245,18 +250,15 @@ class StatusReporter:
             return
         self._running = True
         self._stopped.clear()
+        workers = [asyncio.create_task(self._worker(), name=f"gateway-reporter-{i}")
+                   for i in range(self._max_in_flight)]
         try:
-            while not self._closed:
-                self._wake.clear()
-                deadline = self._dispatch()
-                if self._closed:
-                    break
-                await self._wait(deadline)
+            await self._closing.wait()
         finally:
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            await self._queue.shut_down()
             self._running = False
             self._stopped.set()
 
@@ -271,7 +273,7 @@ class StatusReporter:
             if drain_seconds > 0 and not self._idle.is_set():
                 await self._first(self._idle.wait(), self._clock.sleep(drain_seconds))
             self._closed = True
-            self._wake.set()
+            self._closing.set()
             left = self.pending_count
             if left:
                 log.warning("gateway reporter closing with records the gateway has not confirmed",
@@ -283,72 +285,52 @@ class StatusReporter:
         if self._running:
             await self._stopped.wait()
 
-    # --- the dispatcher -----------------------------------------------------------------------
+    # --- the workers --------------------------------------------------------------------------
 
-    def _dispatch(self) -> float | None:
-        """Start every request allowed now; return when to look again (None: when woken)."""
-        now = self._clock.monotonic()
-        self._promote(now)
+    async def _worker(self) -> None:
         while True:
-            if now < self._paused_until:
-                return self._paused_until
-            name = self._peek_ready()
-            if name is None:
-                return self._delayed[0][0] if self._delayed else None
-            if len(self._in_flight) >= self._max_in_flight:
-                return None  # a finishing request wakes the dispatcher
-            if self._reservation is None:
-                self._reservation = now + self._bucket.when(name)
-            if now < self._reservation:
-                return self._reservation
-            self._reservation = None
-            self._ready.popleft()
-            self._queued.discard(name)
-            entry = self._pending.pop(name)
-            self._in_flight[name] = entry.sequence
-            task = asyncio.create_task(self._deliver(name, entry), name=f"gateway-record-{name}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            try:
+                name = await self._queue.get()
+            except ShutDown:
+                return
+            try:
+                self._backing_off.discard(name)
+                await self._send(name)
+            finally:
+                self._queue.done(name)
+                self._check_idle()
 
-    def _peek_ready(self) -> str | None:
-        """The first ready name that still has something to send; drops the ones that do not."""
-        while self._ready:
-            name = self._ready[0]
-            entry = self._pending.get(name)
-            if entry is not None and name not in self._in_flight:
-                if entry.sequence > self._floor(name):
-                    return name
-                del self._pending[name]
-            self._ready.popleft()
-            self._queued.discard(name)
-        self._check_idle()
-        return None
-
-    def _promote(self, now: float) -> None:
-        """Move names whose own backoff has passed to the ready queue."""
-        while self._delayed and self._delayed[0][0] <= now:
-            deadline, name = heapq.heappop(self._delayed)
-            if self._not_before.get(name) != deadline:
-                continue
-            del self._not_before[name]
-            self._enqueue(name)
-
-    def _enqueue(self, name: str) -> None:
-        if (name in self._pending and name not in self._in_flight and name not in self._queued
-                and name not in self._not_before):
-            self._ready.append(name)
-            self._queued.add(name)
-            self._wake.set()
-
-    async def _wait(self, deadline: float | None) -> None:
-        if deadline is None:
-            await self._wake.wait()
+    async def _send(self, name: str) -> None:
+        """Send the pending record of ``name`` once the gateway-wide pause and the bucket allow."""
+        if not self._sendable(name):
             return
-        delay = deadline - self._clock.monotonic()
-        if delay <= 0:
-            await asyncio.sleep(0)
+        await self._wait_pause()
+        delay = self._bucket.when(name)
+        if delay > 0:
+            await self._clock.sleep(delay)
+        await self._wait_pause()
+        if not self._sendable(name):  # confirmed meanwhile (by a newer record's answer)
             return
-        await self._first(self._wake.wait(), self._clock.sleep(delay))
+        entry = self._pending.pop(name)
+        self._in_flight[name] = entry.sequence
+        try:
+            await self._deliver(name, entry)
+        finally:
+            self._in_flight.pop(name, None)
+
+    def _sendable(self, name: str) -> bool:
+        """``name`` has a pending record above what is resolved; drops one that is not."""
+        entry = self._pending.get(name)
+        if entry is None:
+            return False
+        if entry.sequence <= self._floor(name):
+            del self._pending[name]
+            return False
+        return True
+
+    async def _wait_pause(self) -> None:
+        while (left := self._paused_until - self._clock.monotonic()) > 0:
+            await self._clock.sleep(left)
 
     @staticmethod
     async def _first(*aws: Any) -> None:
@@ -383,16 +365,11 @@ class StatusReporter:
             self._drop(name, entry, f"{type(exc).__name__}: {exc}")
         else:
             self._confirmed(name, entry, result)
-        finally:
-            self._in_flight.pop(name, None)
-            self._enqueue(name)
-            self._wake.set()
-            self._check_idle()
 
     def _confirmed(self, name: str, entry: _Entry, result: UpsertResult) -> None:
         self._metrics.updates.labels(result="applied" if result.applied else "stale").inc()
         self._gateway_answered()
-        self._item_backoff.forget(name)
+        self._queue.forget(name)
         stored = max(entry.sequence, result.sequence)
         self._settle(name, delivered=stored, floor=stored)
 
@@ -401,44 +378,45 @@ class StatusReporter:
         self._metrics.updates.labels(result="rejected").inc()
         log.warning("gateway refused a record for good; dropped", name=name, sequence=entry.sequence,
                     status=status, code=code, error=error)
-        self._item_backoff.forget(name)
+        self._queue.forget(name)
         self._settle(name, delivered=None, floor=entry.sequence)
 
     def _retry_later(self, name: str, entry: _Entry, exc: GatewayUnavailable) -> None:
+        was_answering = self._gateway_backoff.failures == 0
+        pause = self._gateway_backoff.next(exc.verdict)
+        if pause is None:  # a bounded retry (401/403) that has gone on too long
+            log.error("gateway refuses the operator's token for too long; record dropped", name=name,
+                      error=exc.message, status=exc.status,
+                      refused_for=round(self._gateway_backoff.streak_seconds, 1))
+            self._drop(name, entry, exc.message, status=exc.status, code=exc.code)
+            return
         self._metrics.retries.inc()
         self._put_back(name, entry)
         now = self._clock.monotonic()
-        if self._gateway_failures == 0:
+        if was_answering:
             # The gateway answered the previous request: this failure may be the record's own.
-            self._delay(name, now + self._jitter(self._item_backoff.when(name)))
-        self._gateway_failures += 1
-        failures = self._gateway_failures
-        pause = self._jitter(min(self._backoff_max, self._backoff_base * 2.0 ** min(failures - 1, 64)))
-        if exc.retry_after is not None:
-            pause = max(pause, min(exc.retry_after, MAX_RETRY_AFTER))
+            self._backing_off.add(name)
+            self._queue.add_rate_limited(name)
+        else:
+            self._queue.add(name)  # an outage: the name waits for the pause, not for its own backoff
         self._paused_until = max(self._paused_until, now + pause)
+        failures = self._gateway_backoff.failures
         if failures & (failures - 1) == 0:  # 1, 2, 4, 8, ...: a bounded number of lines per outage
             emit = log.error if isinstance(exc, GatewayUnauthorized) else log.warning
             emit("gateway unavailable; records wait and are retried", error=exc.message, status=exc.status,
                  consecutive_failures=failures, retry_in=round(pause, 3), pending=self.pending_count)
 
     def _gateway_answered(self) -> None:
-        if self._gateway_failures:
-            log.info("gateway answering again", after_failures=self._gateway_failures, pending=self.pending_count)
-            self._gateway_failures = 0
+        if self._gateway_backoff.failures:
+            log.info("gateway answering again", after_failures=self._gateway_backoff.failures,
+                     pending=self.pending_count)
+            self._gateway_backoff.reset()
 
     def _put_back(self, name: str, entry: _Entry) -> None:
-        """A record that was not delivered waits again, unless a newer one arrived meanwhile."""
+        """A record that was not delivered waits again, unless a newer one arrived meanwhile. The
+        caller queues the name again (at once or after its backoff)."""
         if name not in self._pending and entry.sequence > self._floor(name):
             self._pending[name] = entry
-
-    def _delay(self, name: str, until: float) -> None:
-        self._not_before[name] = until
-        heapq.heappush(self._delayed, (until, name))
-        self._wake.set()
-
-    def _jitter(self, delay: float) -> float:
-        return delay * (1.0 - JITTER * self._rng.random())
 
     # --- confirmations ------------------------------------------------------------------------
 
@@ -460,7 +438,6 @@ class StatusReporter:
         pending = self._pending.get(name)
         if pending is not None and pending.sequence <= settled.floor:
             del self._pending[name]
-            self._not_before.pop(name, None)
         for sequence, future in self._waiters.get(name, ()):
             if not future.done():
                 decided = self._decide(name, sequence)

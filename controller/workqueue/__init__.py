@@ -18,6 +18,7 @@ from controller.workqueue.metrics import WorkqueueMetrics
 from controller.workqueue.queue import BackgroundExit, Queue, ShutDown
 from controller.workqueue.rate_limiters import (
     BucketRateLimiter,
+    ItemBackoffRateLimiter,
     ItemExponentialFailureRateLimiter,
     MaxOfRateLimiter,
     RateLimiter,
@@ -29,6 +30,7 @@ __all__ = [
     "BackgroundExit",
     "BucketRateLimiter",
     "DelayingQueue",
+    "ItemBackoffRateLimiter",
     "ItemExponentialFailureRateLimiter",
     "MaxOfRateLimiter",
     "Queue",

@@ -11,6 +11,8 @@ uses no asyncio; time comes from a clock's ``monotonic()`` passed in, so tests s
   ``rate.Limiter.Reserve().Delay()``: the bucket may go into debt, so a burst of failures is spread
   out at ``qps`` instead of all being told "now".
 - ``MaxOfRateLimiter``: asks every limiter (each one records the attempt) and returns the longest.
+- ``ItemBackoffRateLimiter``: per item, the jittered waits of a ``controller.retry.BackoffPolicy``
+  (the one backoff type of the operator), for queues whose retries must not come back in step.
 
 ``default_controller_rate_limiter(clock)`` is client-go's ``DefaultControllerRateLimiter``:
 max-of(exponential 5 ms .. 1000 s, bucket 10 qps burst 100).
@@ -18,8 +20,11 @@ max-of(exponential 5 ms .. 1000 s, bucket 10 qps burst 100).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import random
+from collections.abc import Callable, Hashable
 from typing import Protocol
+
+from controller.retry import BackoffPolicy
 
 
 class MonotonicClock(Protocol):
@@ -112,6 +117,27 @@ class MaxOfRateLimiter:
 
     def num_requeues(self, item: Hashable) -> int:
         return max(limiter.num_requeues(item) for limiter in self.limiters)
+
+
+class ItemBackoffRateLimiter:
+    """An item's n-th retry waits ``policy.delay(n, rng())``: exponential with the policy's jitter."""
+
+    def __init__(self, policy: BackoffPolicy, rng: Callable[[], float] = random.random) -> None:
+        self.policy = policy
+        self._rng = rng
+        # item -> retries since it was last forgotten. Only this limiter's methods touch it.
+        self._failures: dict[Hashable, int] = {}
+
+    def when(self, item: Hashable) -> float:
+        failures = self._failures.get(item, 0) + 1
+        self._failures[item] = failures
+        return self.policy.delay(failures, self._rng())
+
+    def forget(self, item: Hashable) -> None:
+        self._failures.pop(item, None)
+
+    def num_requeues(self, item: Hashable) -> int:
+        return self._failures.get(item, 0)
 
 
 def default_controller_rate_limiter(clock: MonotonicClock) -> MaxOfRateLimiter:

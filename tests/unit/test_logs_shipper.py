@@ -300,9 +300,8 @@ async def test_throttling_is_retried_after_the_servers_delay(api, client, tmp_pa
     assert len(api.requests) == 3
 
 
+# 403/401 are retried for a bounded time: tests/unit/test_logs_retry.py steps a clock past it.
 @pytest.mark.parametrize("status,reason,requests", [
-    # A restarted API server denies requests until its RBAC caches sync: a few 403s are retried.
-    pytest.param(403, "forbidden", 1 + ShipOptions().forbidden_retries, id="rbac"),
     pytest.param(400, "api-400", 1, id="bad-request")])
 async def test_permanent_errors_fail_without_retrying(api, client, tmp_path, status, reason, requests):
     api.pods[("ns", "p")] = FakePod([Rec(ts(0, 1), b"ok")], statuses=[(status, {})] * 10)

@@ -192,8 +192,9 @@ async def test_directory_cursor_past_the_data_is_corruption(tmp_path):
 
 async def test_gateway_sends_the_token_and_the_cursor(gateway, session):
     sink = GatewaySink(gateway.url, "wrong", session)
-    with pytest.raises(SinkRejected):
+    with pytest.raises(SinkUnavailable) as caught:  # a token rotation: retried, for a bounded time
         await sink.state("job-1")
+    assert caught.value.verdict.reason == "unauthorized" and caught.value.verdict.give_up_after is not None
     sink = GatewaySink(gateway.url + "/", gateway.token, session)
     await sink.append("job-1", 0, b"hello\n", C1)
     assert gateway.logs["job-1"].cursor == str(C1)
