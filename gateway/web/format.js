@@ -67,7 +67,7 @@ export function durationSeconds(start, end, nowMs) {
 export function formatTime(iso, timeZone) {
   if (!iso) return "";
   const parts = {};
-  const fmt = new Intl.DateTimeFormat("en-GB", {
+  const fmt = new Intl.DateTimeFormat("en-US", {
     timeZone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
     second: "2-digit", hourCycle: "h23", timeZoneName: "short",
   });
