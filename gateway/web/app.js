@@ -175,7 +175,7 @@ function taskRow(rec) {
   const next = el("td", { "data-col": "next" });
   const sched = el("td", { "data-col": "schedule" });
   if (scheduled && rec.schedule) {
-    sched.append(el("span", { class: "sched", title: "scheduled", text: "⏱ scheduled" }), " ",
+    sched.append(el("span", { class: "sched", text: "scheduled" }), " ",
       el("code", { text: rec.schedule }));
     if (paused) next.textContent = "none while paused";
     schedule(rec.schedule, null).then((s) => {
@@ -449,13 +449,14 @@ function executionPage(name) {
         $("#log-follow").checked = false;
         render(page.logState);
         status(`Log ${page.logState}: ${page.totalLines} lines.`);
+        await summary();
         return;
       }
     }
   }
 
-  async function load() {
-    await showWho();
+  /** The execution's record, drawn; again when a followed log ends (the status has moved on). */
+  async function summary() {
     const rec = await api(`/v1/tasks/${enc(name)}`);
     if (rec.parent) {
       $("#task-link").href = `/ui/tasks/${enc(rec.parent)}`;
@@ -472,6 +473,12 @@ function executionPage(name) {
       ["Activation", rec.activationId],
       ["Log", rec.logSize !== undefined && rec.logSize !== null ? `${rec.logSize} bytes, ${rec.logState || "none"}` : ""],
     ]);
+    return rec;
+  }
+
+  async function load() {
+    await showWho();
+    const rec = await summary();
     await move("tail");
     document.body.dataset.loaded = "execution";
     if (rec.logState === "streaming") startFollow().catch(fail);

@@ -342,8 +342,35 @@ async def test_follow_a_running_log_to_its_end(gw: Seeder, browser: Any) -> None
         wait(browser, lambda d: css(d, "body").get_attribute("data-log-state") == "complete", "the sealed log")
         wait(browser, lambda d: not css(d, "#log-follow").is_selected(), "follow to end")
         assert css(browser, "#status").text == "Log complete: 5 lines."
+        wait(browser, lambda d: "Succeeded" in css(d, "#summary").text, "the summary to show the final status")
+        assert "46 bytes, complete" in css(browser, "#summary").text
         assert [int(x) for x in texts(browser, "#rows .ln")] == [1, 2, 3, 4, 5]
         times = texts(browser, "#rows .ts")
         assert times[0] == "2026-01-15 07:00:00 EST" and times[-1] == "2026-01-15 07:00:05 EST", times
+        if SHOTS:
+            browser.save_screenshot(str(Path(SHOTS) / "webpage-execution.png"))
 
     await step(ended)
+
+
+async def test_a_narrow_window_scrolls_tables_not_the_page(gw: Seeder, browser: Any) -> None:
+    await seed_history(gw)
+    url = gw.running.public_url
+
+    def run() -> None:
+        size = browser.get_window_size()
+        browser.set_window_size(380, 800)
+        try:
+            for path, page in (("/ui/", "list"), ("/ui/tasks/nightly", "task")):
+                if page == "list":
+                    sign_in(browser, url + path, ANN)
+                else:
+                    browser.get(url + path)
+                loaded(browser, page)
+                overflow = browser.execute_script(
+                    "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+                assert overflow <= 0, (path, overflow)
+        finally:
+            browser.set_window_size(size["width"], size["height"])
+
+    await step(run)
