@@ -415,8 +415,12 @@ function executionPage(name) {
     await fetchRows("tail", "end", true);
     box.scrollTop = box.scrollHeight;
     let pending = Promise.resolve();
+    let queued = false;   // a refresh is waiting to start: later chunks need no other one
     const refresh = () => {
+      if (queued) return pending;
+      queued = true;
       pending = pending.then(async () => {
+        queued = false;
         let page;
         do {
           page = await fetchRows("refresh", "end");
@@ -430,7 +434,6 @@ function executionPage(name) {
       let resp;
       try {
         resp = await call(`${base}/follow?offset=${offset}`, { signal: mine.signal });
-        if (resp.status === 416) offset = 0;  // the log was replaced; nothing is lost by starting over
         if (!resp.ok) throw new Error((await resp.json()).error.message);
         const reader = resp.body.getReader();
         for (;;) {
