@@ -13,7 +13,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-import aiohttp
 import pytest
 from fakeclock import FakeClock
 from webgw import ANN, BOB, USERS, Seeder, serving, settings_for

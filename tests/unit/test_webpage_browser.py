@@ -25,10 +25,9 @@ from typing import Any, AsyncIterator
 
 import pytest
 from browser import browser, css, fetch, loaded, sign_in, step, texts, wait  # noqa: F401 - browser: fixture
-from webgw import ANN, BOB, USERS, Seeder, serving, settings_for
-
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from webgw import ANN, BOB, USERS, Seeder, serving, settings_for
 
 SHOTS = os.environ.get("FABRIC_WEBPAGE_SCREENSHOTS")
 
