@@ -345,6 +345,43 @@ def _document() -> dict[str, Any]:
                     "responses": {"200": _json(_ref("FinalizeResult"), "Sealed."), **_errors(400, 401, 409, 413)},
                 }
             },
+            "/v1/whoami": {
+                "get": {
+                    "operationId": "whoami",
+                    "summary": "The caller's user name and namespace scopes (what controls a client may offer)",
+                    "responses": {"200": _json({
+                        "type": "object",
+                        "required": ["user", "authenticated", "read", "write"],
+                        "properties": {
+                            "user": {"type": "string"},
+                            "authenticated": {"type": "boolean", "description": "false: the gateway has no user tokens (open)"},
+                            "read": {"type": "array", "items": {"type": "string"}, "description": "namespaces, or [\"*\"]"},
+                            "write": {"type": "array", "items": {"type": "string"}, "description": "namespaces, or [\"*\"]"},
+                        },
+                    }, "The caller.")},
+                }
+            },
+            "/v1/schedule": {
+                "get": {
+                    "operationId": "describeSchedule",
+                    "summary": "A cron expression in words and its next run times",
+                    "parameters": [
+                        _query("cron", {"type": "string", "minLength": 1, "maxLength": 256}, "The cron expression.", required=True),
+                        _query("timeZone", {"type": "string"}, "IANA time zone of the schedule (default UTC)."),
+                        _query("count", {"type": "integer", "minimum": 1, "maximum": 20}, "How many next runs (default 1)."),
+                    ],
+                    "responses": {"200": _json({
+                        "type": "object",
+                        "required": ["cron", "timeZone", "description", "next"],
+                        "properties": {
+                            "cron": {"type": "string"},
+                            "timeZone": {"type": "string", "nullable": True},
+                            "description": {"type": "string"},
+                            "next": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+                        },
+                    }, "The schedule."), **_errors(400)},
+                }
+            },
             "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness", "responses": {"200": _json(_ref("Status"), "Alive.")}}},
             "/readyz": {
                 "get": {

@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gateway import api_internal, api_public, api_schedule, ops
+from gateway import api_internal, api_public, api_schedule, api_viewer, ops, webpage
 from gateway.auth import describe_table
 from gateway.auth_http import PRINCIPAL, authenticate_public
 from gateway.blobs import BlobStore
@@ -79,6 +79,7 @@ def build_app(settings: Settings, *, clock: Clock, registry: CollectorRegistry, 
     app = web.Application(middlewares=[observe, translate_errors, guard_internal, authenticate_public])
     app[STATE] = state
     app.add_routes(ops.routes() + api_public.routes() + api_schedule.routes() + api_internal.routes())
+    app.add_routes(api_viewer.routes() + webpage.routes())
     app.cleanup_ctx.append(_lifecycle)
     return app
 
