@@ -68,6 +68,18 @@ def is_waiting_to_start(exc: BaseException) -> bool:
     return isinstance(exc, ApiError) and exc.status == 400 and "waiting to start" in exc.message
 
 
+#: How a kubelet says it keeps no log at all for a container: kwok (whose pods run no process)
+#: when no ``Logs``/``ClusterLogs`` resource names a file for it. Not an error of the log: a real
+#: kubelet answers a container that never wrote a line with 200 and an empty body, and the
+#: shipper treats both alike, as an empty log. Other 400s stay errors.
+_NO_LOG_MESSAGES = ("no logs found for container", "log target not found for container")
+
+
+def is_no_log(exc: BaseException) -> bool:
+    """400 "no logs found for container ...": the runtime has no log for it, i.e. an empty one."""
+    return isinstance(exc, ApiError) and exc.status == 400 and any(m in exc.message for m in _NO_LOG_MESSAGES)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """A later attempt, resumed from what the sink holds, can succeed.
 

@@ -16,6 +16,10 @@ stored (or found lost, or failed for good) and returns the ``Outcome``:
 3. Then one non-follow read from the cursor delivers the remainder, including an unterminated
    last line, and ``finalize`` seals the log with its size and sha256.
 
+A container the runtime keeps no log for (kwok's 400 "no logs found for container", when no
+``ClusterLogs`` names a file) reads as empty, as a real kubelet's 200 with an empty body does: a
+pod that never wrote a line is stored as an empty log, sealed at size 0, not failed.
+
 Failures: each attempt starts again at 1 from what the sink holds. Retried (tenacity; full-jitter
 exponential backoff from ``backoff_base`` to ``backoff_max``, never shorter than a Retry-After the
 API server or the sink gave, reset whenever bytes were stored): network errors, 429, 5xx, 408, a
@@ -58,6 +62,7 @@ from controller.logs.errors import (
     LogLost,
     OffsetMismatch,
     SinkRejected,
+    is_no_log,
     is_retryable,
     retry_after,
 )
@@ -248,6 +253,7 @@ class _Stream:
         self.attempts = 0
         self.forbidden = 0  # 403s retried so far (see ShipOptions.forbidden_retries)
         self._ended_by_terminal = False  # the last follow stopped because terminal was set
+        self._said_no_log = False  # "the runtime has no log" was logged (once per ship)
 
     # -- retry policy --------------------------------------------------------------------------
 
@@ -342,18 +348,28 @@ class _Stream:
         }
         await self.s._throttle.request()
         read_timeout = None if follow else self.o.final_read_timeout
-        async with self.s._client.stream(self.path, params, read_timeout=read_timeout) as response:
-            if follow:
-                await self._follow(response, decoder, batch)
-            else:
-                try:
-                    while chunk := await response.read_chunk():
-                        await self.s._throttle.read(len(chunk))
-                        batch.add(decoder.feed(chunk))
-                        if batch.full:
-                            await batch.flush_behind()
-                finally:
-                    await batch.settle()
+        try:
+            async with self.s._client.stream(self.path, params, read_timeout=read_timeout) as response:
+                if follow:
+                    await self._follow(response, decoder, batch)
+                else:
+                    try:
+                        while chunk := await response.read_chunk():
+                            await self.s._throttle.read(len(chunk))
+                            batch.add(decoder.feed(chunk))
+                            if batch.full:
+                                await batch.flush_behind()
+                    finally:
+                        await batch.settle()
+        except ApiError as exc:
+            if not is_no_log(exc):
+                raise
+            # An empty read, like a real kubelet's 200 with no body: a follow is looked at again
+            # after follow_end_pause (a log may still appear), the final read seals what is stored.
+            if not self._said_no_log:
+                self._said_no_log = True
+                log.info("the container has no log (yet); it counts as empty", execution=self.execution,
+                         error=str(exc))
         if mode == _FINAL:
             batch.add(decoder.finish())
             if decoder.pending_drop or decoder.pending_skip:
