@@ -214,12 +214,15 @@ def test_printer_columns():
     assert {n: (c["jsonPath"], c["type"], c.get("priority", 0)) for n, c in columns.items()} == {
         "Schedule": (".spec.schedule", "string", 0),
         "Status": (".status.phase", "string", 0),
-        "Last Run": (".status.lastScheduleTime", "date", 0),
-        "Next Run": (".status.nextScheduleTime", "string", 0),  # kubectl prints future dates as <invalid>
+        "Last Run": (".status.lastScheduleTime", "date", 0),  # relative, like CronJob's LAST SCHEDULE
         "Age": (".metadata.creationTimestamp", "date", 0),
+        # Absolute and only in -o wide: kubectl prints a future `date` as <invalid>.
+        "Next Run": (".status.nextScheduleTime", "string", 1),
         "Skill": (".spec.skillName", "string", 1),
         "Action": (".spec.actionName", "string", 1),
     }
+    default = [n for n, c in columns.items() if not c.get("priority")]
+    assert default == ["Schedule", "Status", "Last Run", "Age"]  # `kubectl get tasks`, in this order
 
 
 # --- the examples ---
