@@ -286,21 +286,20 @@ async def start(settings: Settings, *, clock: Clock, registry: CollectorRegistry
 async def serve(settings: Settings, *, clock: Clock, registry: CollectorRegistry, logger: Any) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    # Before the listeners open: a SIGTERM right after "gateway listening" is a graceful stop too.
+    # Installed before the listeners open (a SIGTERM right after "gateway listening" is a graceful
+    # stop too) and kept until the stop is done: a second signal (Ctrl-C, then `./dev`'s own
+    # SIGTERM) does not kill a shutdown that is bounded anyway.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         running = await start(settings, clock=clock, registry=registry, logger=logger)
-    except BaseException:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        raise
-    try:
-        await stop.wait()
-        logger.info("gateway shutting down", shutdown_timeout=settings.http.shutdown_timeout)
+        try:
+            await stop.wait()
+            logger.info("gateway shutting down", shutdown_timeout=settings.http.shutdown_timeout)
+        finally:
+            began = clock.monotonic()
+            await running.stop()
+            logger.info("gateway stopped", seconds=round(clock.monotonic() - began, 3))
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        began = clock.monotonic()
-        await running.stop()
-        logger.info("gateway stopped", seconds=round(clock.monotonic() - began, 3))

@@ -52,8 +52,9 @@ class GatewayProcess:
     """One ``python -m gateway`` on a free loopback port; its JSON log lines are collected (the
     pipe is drained all the time, so the process never blocks on it)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, shutdown_timeout: float = PATIENT) -> None:
         self.root = root
+        self.shutdown_timeout = shutdown_timeout
         self.lines: list[dict] = []
         self.url = ""
         self.proc: asyncio.subprocess.Process | None = None
@@ -64,7 +65,7 @@ class GatewayProcess:
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", "0",
             "--database-url", f"sqlite:///{self.root / 'tasks.db'}", "--blob-dir", str(self.root / "blobs"),
-            "--shutdown-timeout", str(PATIENT),
+            "--shutdown-timeout", str(self.shutdown_timeout),
             cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         listening = asyncio.get_running_loop().create_future()
@@ -204,6 +205,28 @@ async def test_sigterm_with_nothing_in_flight_exits_cleanly(tmp_path: Path, gate
     assert await gateway.terminate() == 0
     assert gateway.events("gateway stopped")
     assert not gateway.events("log upload cut by shutdown")
+
+
+async def test_a_second_signal_does_not_cut_a_shutdown_short(tmp_path: Path, gateways: list[GatewayProcess]) -> None:
+    """A download to a client that reads nothing keeps the shutdown busy for half of
+    ``--shutdown-timeout``; a second SIGTERM then (``./dev``: Ctrl-C, then its own SIGTERM) must
+    not kill the process: it still closes its stores and exits 0."""
+    gateway = await GatewayProcess(tmp_path, shutdown_timeout=8).start()
+    gateways.append(gateway)
+    async with aiohttp.ClientSession() as http:
+        sink = GatewaySink(gateway.url, TOKEN, http)
+        assert await sink.append("exec-3", 0, source_log(8 * MB), None) == 8 * MB
+        stalled = await http.get(f"{gateway.url}/v1/tasks/exec-3/logs/raw")  # and never read
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGTERM)
+        await until(lambda: _has(gateway, "gateway shutting down"), "the shutdown began")
+        assert await gateway.terminate() == 0
+        stalled.release()
+    assert gateway.events("gateway stopped")
+
+
+async def _has(gateway: GatewayProcess, event: str) -> bool:
+    return bool(gateway.events(event))
 
 
 async def test_an_upload_arriving_while_draining_is_refused_at_once_with_retry_after(tmp_path: Path) -> None:
