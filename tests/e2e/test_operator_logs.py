@@ -138,6 +138,20 @@ async def test_log_goes_to_the_directory_byte_identical_then_the_job_is_deleted(
     assert final["status"]["phase"] == "Succeeded", "the execution outlives its Job in the Task's status"
 
 
+async def test_a_pod_without_a_log_is_stored_as_an_empty_log(start_operator, kube, namespace, tmp_path):
+    """No ClusterLogs names a file for this namespace: kwok answers the log with 400 "no logs found
+    for container", what the demo cluster did for the example Tasks. Like a real kubelet's empty
+    answer for a container that wrote nothing, that is an empty log, not a failure."""
+    proc = start_operator("--log-dir", str(tmp_path / "logs"))
+    await create_task(kube, namespace, task_manifest("silent", run_for="2s"))
+    [job] = await eventually(lambda: jobs_of(kube, namespace, "silent"), message="job created")
+    entry = await wait_log(kube, namespace, "silent")
+    assert (entry["size"], entry["sha256"]) == (0, hashlib.sha256(b"").hexdigest())
+    assert (tmp_path / "logs" / "tasks" / job["metadata"]["name"] / "log.txt").read_bytes() == b""
+    assert not [e for e in proc.log_entries() if e.get("event") == "log shipping failed"]
+    await eventually(lambda: no_jobs(kube, namespace, "silent"), timeout=60, message="job deleted after store")
+
+
 async def _pods(kube, namespace, execution):
     listed = await kube.list(PODS, namespace=namespace, label_selector=f"batch.kubernetes.io/job-name={execution}")
     return listed["items"]
