@@ -87,9 +87,9 @@ def query_params(request: web.Request) -> dict[str, list[str]]:
 
 async def read_body(content: web.StreamReader, chunk_size: int, stop: asyncio.Event) -> AsyncIterator[bytes]:
     """A streamed request body in chunks of at most ``chunk_size`` bytes, until it ends or ``stop``
-    is set (shutdown). Bytes buffered before ``stop`` are yielded; a chunk still on its way when
-    ``stop`` fires is not taken, so the caller has handled exactly what was yielded and can tell
-    the client so. The caller sees the stop as an early end: it checks ``stop.is_set()``.
+    is set (shutdown). Once ``stop`` is set nothing more is taken: what was not yielded (buffered or
+    still on its way) stays unread, so the caller has handled exactly what was yielded and can tell
+    the client so. The caller tells a stop from the body's end by ``content.at_eof()`` (False).
 
     Buffered bytes are taken without waiting; only an empty buffer waits, racing the data against
     ``stop`` (one task per wait, none per buffered chunk). Errors of the connection (a client that
