@@ -71,7 +71,7 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     opt("--max-body-bytes", "MAX_BODY_BYTES", defaults.http.max_json_bytes, int, "largest JSON request body")
     opt("--max-log-bytes", "MAX_LOG_BYTES", defaults.logs.max_log_bytes, int, "largest log of one execution")
     opt("--fsync", "FSYNC", defaults.storage.fsync, _env_bool, "fsync logs before acknowledging uploads")
-    opt("--shutdown-timeout", "SHUTDOWN_TIMEOUT", defaults.http.shutdown_timeout, float, "seconds in-flight requests get on shutdown")
+    opt("--shutdown-timeout", "SHUTDOWN_TIMEOUT", defaults.http.shutdown_timeout, float, "seconds shutdown waits at most for in-flight requests (uploads are cut at once; the rest get half, then are cancelled)")
     opt("--log-level", "LOG_LEVEL", defaults.log_level, str, "debug, info, warning or error")
     opt("--kubeconfig", "KUBECONFIG", None, str, "kubeconfig for the schedule operations (unset and no --in-cluster: they answer 503)")
     opt("--in-cluster", "IN_CLUSTER", defaults.kube.in_cluster, _env_bool, "use the pod's ServiceAccount for the schedule operations")

@@ -13,6 +13,13 @@ has arrived and is durable (an interrupted body keeps the previous cursor) and c
 ``/state``. ``X-Log-Timestamp: <RFC 3339>`` stamps every line starting in this request's body (the
 kubelet's timestamp of its first line, typically) instead of the receive time. Another upload of
 the same execution still running: 503 ``upload_in_progress`` with ``Retry-After``.
+
+Shutdown (SIGTERM): an upload in flight stops reading its body at the next chunk boundary, makes
+what it stored durable, keeps the previous cursor (the body was not complete) and answers 503
+``shutting_down`` with ``Retry-After`` and ``{"size": stored}``; an upload arriving then gets the
+same answer at once. The shipper treats it like any 5xx: it asks ``/state`` of whichever gateway
+answers next and resumes at the stored size from the stored cursor, skipping the bytes stored past
+the cursor (``controller.logs.cursor``) -- the same path as a body cut by a dropped connection.
 """
 
 from __future__ import annotations
@@ -23,15 +30,22 @@ import aiohttp
 from aiohttp import web
 
 from gateway.clock import now_ms
-from gateway.errors import BadRequest, ChecksumMismatch, Conflict
+from gateway.errors import BadRequest, ChecksumMismatch, Conflict, Unavailable
 from gateway.model import check_name, first, parse_int, parse_time, parse_upsert, reject_unknown
-from gateway.state import AppState, json_response, query_params, read_json, state_of
+from gateway.state import AppState, json_response, query_params, read_body, read_json, state_of
 
 UPLOAD_CHUNK = 1 << 20
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _CURSOR = re.compile(r"[\x20-\x7e]{1,256}")
 #: What a client vanishing mid-body looks like to a handler reading ``request.content``.
 _DROPPED = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionResetError, ConnectionError)
+#: Seconds a client is told to wait after a shutdown cut its upload (the gateway that answers
+#: next, a new pod or another replica, is usually up by then; the shipper backs off anyway).
+SHUTDOWN_RETRY_AFTER = 1
+
+
+def _shutting_down(message: str, **extra: object) -> Unavailable:
+    return Unavailable(message, code="shutting_down", headers={"Retry-After": str(SHUTDOWN_RETRY_AFTER)}, **extra)
 
 
 async def upsert_record(request: web.Request) -> web.Response:
@@ -61,10 +75,15 @@ async def upload_log(request: web.Request) -> web.Response:
     cursor = request.headers.get("X-Log-Cursor")
     if cursor is not None and not _CURSOR.fullmatch(cursor):
         raise BadRequest("X-Log-Cursor must be 1..256 printable ASCII characters", code="bad_cursor")
+    if st.draining.is_set():
+        raise _shutting_down("the gateway is shutting down; retry against the next one")
     try:
         size, received, interrupted = await _append(st, request, name, offset, fixed_ts, cursor)
     finally:
         st.log_events.notify(name)  # followers look again, whatever happened
+    if interrupted is None and not request.content.at_eof():  # read_body stopped: shutdown
+        st.logger.info("log upload cut by shutdown", execution=name, received=received, size=size)
+        raise _shutting_down("the gateway is shutting down; resume at the stored size", size=size)
     if interrupted is not None:
         st.logger.info("log upload interrupted", execution=name, received=received, size=size, error=type(interrupted).__name__)
         raise BadRequest("the request body ended early; resume at the stored size", code="upload_interrupted", size=size)
@@ -75,7 +94,8 @@ async def _append(
     st: AppState, request: web.Request, name: str, offset: int, fixed_ts: int | None, cursor: str | None
 ) -> tuple[int, int, Exception | None]:
     """Appends the body at ``offset``: (stored size, bytes received, the error that cut the body
-    short or None)."""
+    short or None). A body stopped by shutdown ends early without an error: the request's
+    ``content`` is then not at its end, and the cursor is not stored."""
     ttl_ms = st.settings.retention.ttl_seconds * 1000
     interrupted: Exception | None = None
     async with st.blobs.append(name) as log:
@@ -91,14 +111,14 @@ async def _append(
         await st.records.touch_log(name, size=log.size, state="streaming", checksum=None, now_ms=now, expires_ms=now + ttl_ms)
         received = 0
         try:
-            async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+            async for chunk in read_body(request.content, UPLOAD_CHUNK, st.draining):
                 await log.write(chunk, fixed_ts if fixed_ts is not None else now_ms(st.clock))
                 received += len(chunk)
                 st.metrics.log_bytes.inc(len(chunk))
         except _DROPPED as exc:
             interrupted = exc
         size = await log.sync()
-        if cursor is not None and interrupted is None:
+        if cursor is not None and interrupted is None and request.content.at_eof():
             await log.commit_cursor(cursor)
         now = now_ms(st.clock)
         await st.records.touch_log(name, size=size, state="streaming", checksum=None, now_ms=now, expires_ms=now + ttl_ms)

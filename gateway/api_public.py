@@ -178,7 +178,7 @@ async def log_follow(request: web.Request) -> web.StreamResponse:
     chunks = follow_chunks(
         st.blobs, st.records, st.log_events, name, offset,
         poll_interval=logs.follow_poll_interval, idle_timeout=logs.follow_idle_timeout,
-        stopping=lambda: st.draining, monotonic=st.clock.monotonic,
+        stopping=st.draining.is_set, monotonic=st.clock.monotonic,
     )
     try:
         async with contextlib.aclosing(chunks):

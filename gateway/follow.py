@@ -46,6 +46,11 @@ class LogEvents:
         if event is not None:
             event.set()
 
+    def notify_all(self) -> None:
+        """Wake every follower (shutdown: each sees ``stopping()`` and ends)."""
+        for execution in list(self._waiting):
+            self.notify(execution)
+
     def __len__(self) -> int:
         return len(self._waiting)
 
@@ -64,8 +69,9 @@ async def follow_chunks(
 ) -> AsyncIterator[bytes]:
     """The log's bytes from ``offset``: what is stored, then what arrives, until the log is sealed
     and all of it was yielded. Also ends (without error) when the log is deleted, the record says
-    ``lost``, no byte arrived for ``idle_timeout`` seconds, or ``stopping()`` (shutdown): the client
-    resumes with ``offset`` = bytes received."""
+    ``lost``, no byte arrived for ``idle_timeout`` seconds, or ``stopping()`` (shutdown; checked
+    after each chunk and each wake-up, and ``LogEvents.notify_all`` wakes the waiting followers):
+    the client resumes with ``offset`` = bytes received."""
     pos = offset
     seen = False  # the log existed at some look: its disappearing later means it was deleted
     last_progress = monotonic()
@@ -79,6 +85,8 @@ async def follow_chunks(
                     async for chunk in chunks:
                         pos += len(chunk)
                         yield chunk
+                        if stopping():
+                            return  # shutdown: not the rest of a long stored log first
             except FileNotFoundError:  # removed by retention while we read
                 return
             last_progress = monotonic()

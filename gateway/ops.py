@@ -18,7 +18,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     st = state_of(request)
-    if st.draining:
+    if st.draining.is_set():
         raise Unavailable("shutting down")
     try:
         await st.records.ping()

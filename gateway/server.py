@@ -10,9 +10,12 @@ token and a user token never opens ``/internal``. Stores open, migrations run an
 sweeper starts in the app's cleanup context; they stop in reverse order.
 
 ``start`` binds the listeners and returns a ``RunningGateway``; ``serve`` runs one until SIGTERM
-or SIGINT and then shuts down gracefully: readiness goes to 503, listeners stop accepting,
-in-flight requests get ``shutdown_timeout`` to finish, the sweeper is cancelled and awaited, the
-stores close. Tests use ``start`` too, on port 0: the real app on a real port.
+or SIGINT and then shuts down gracefully (``RunningGateway.stop``): readiness goes to 503,
+uploads in flight stop at a consistent point and answer 503 so the operator resumes against the
+next gateway, followers end, listeners stop accepting, other in-flight requests get at most
+``shutdown_timeout``, the sweeper is cancelled and awaited, the stores close. A pod's rolling
+update thus never waits on a long upload. Tests use ``start`` too, on port 0: the real app on a
+real port.
 """
 
 from __future__ import annotations
@@ -227,7 +230,12 @@ class RunningGateway:
         return self.app[STATE]
 
     async def stop(self) -> None:
-        self.state.draining = True
+        """Graceful shutdown, bounded by ``shutdown_timeout`` plus closing the stores: readiness
+        turns 503, uploads stop at their next chunk boundary and answer 503 ``shutting_down``,
+        followers end, the listeners close, requests still running get half the timeout, are
+        cancelled and get the other half, then the sweeper stops and the stores close."""
+        self.state.draining.set()
+        self.state.log_events.notify_all()
         await self.runner.cleanup()
 
 
@@ -245,7 +253,8 @@ def _url(sock: socket.socket) -> str:
 
 async def start(settings: Settings, *, clock: Clock, registry: CollectorRegistry, logger: Any) -> RunningGateway:
     app = build_app(settings, clock=clock, registry=registry, logger=logger)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.http.shutdown_timeout)
+    # aiohttp waits this long for running handlers, cancels them and waits as long again.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.http.shutdown_timeout / 2)
     await runner.setup()
     try:
         public = _bind(settings.http.host, settings.http.port)
@@ -276,16 +285,22 @@ async def start(settings: Settings, *, clock: Clock, registry: CollectorRegistry
 
 
 async def serve(settings: Settings, *, clock: Clock, registry: CollectorRegistry, logger: Any) -> None:
-    running = await start(settings, clock=clock, registry=registry, logger=logger)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Installed before the listeners open (a SIGTERM right after "gateway listening" is a graceful
+    # stop too) and kept until the stop is done: a second signal (Ctrl-C, then `./dev`'s own
+    # SIGTERM) does not kill a shutdown that is bounded anyway.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
-        logger.info("gateway shutting down")
+        running = await start(settings, clock=clock, registry=registry, logger=logger)
+        try:
+            await stop.wait()
+            logger.info("gateway shutting down", shutdown_timeout=settings.http.shutdown_timeout)
+        finally:
+            began = clock.monotonic()
+            await running.stop()
+            logger.info("gateway stopped", seconds=round(clock.monotonic() - began, 3))
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await running.stop()
-        logger.info("gateway stopped")

@@ -27,8 +27,12 @@ class HttpSettings:
     max_json_bytes: int = 1 << 20
     """Largest JSON request body accepted; larger ones get 413."""
 
-    shutdown_timeout: float = 30.0
-    """Seconds in-flight requests get to finish on shutdown before they are cancelled."""
+    shutdown_timeout: float = 8.0
+    """Bound, in seconds, on how long shutdown (SIGTERM) waits for in-flight requests. Uploads and
+    follows end at once, at a consistent point (``api_internal``, ``follow``), so this bounds the
+    rest: a download to a slow client, a request stuck in storage. Requests still running after
+    half of it are cancelled and get the other half to unwind; then the stores close. Keep it well
+    under the pod's ``terminationGracePeriodSeconds`` (manifests/gateway/deployment.yaml)."""
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ reached by handlers through ``request.app[STATE]``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 from aiohttp import web
 
@@ -36,9 +37,10 @@ class AppState:
     #: Wakes log followers when an upload or finalize of their execution ended; notified by
     #: ``api_internal``, awaited by ``api_public``'s follow (``gateway.follow``).
     log_events: LogEvents = field(default_factory=LogEvents)
-    #: Set by ``server`` when shutdown begins; ``/readyz`` then answers 503 so load balancers
-    #: stop sending new requests while in-flight ones finish.
-    draining: bool = False
+    #: Set once, by ``server``, when shutdown begins; never cleared. Then ``/readyz`` answers 503
+    #: (load balancers stop sending requests), uploads stop reading their bodies at the next chunk
+    #: boundary and answer 503 (``read_body``), follows end, and new uploads are refused.
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 STATE: web.AppKey[AppState] = web.AppKey("gateway_state", AppState)
@@ -81,3 +83,41 @@ def query_params(request: web.Request) -> dict[str, list[str]]:
     for key, value in request.query.items():
         out.setdefault(key, []).append(value)
     return out
+
+
+async def read_body(content: web.StreamReader, chunk_size: int, stop: asyncio.Event) -> AsyncIterator[bytes]:
+    """A streamed request body in chunks of at most ``chunk_size`` bytes, until it ends or ``stop``
+    is set (shutdown). Once ``stop`` is set nothing more is taken: what was not yielded (buffered or
+    still on its way) stays unread, so the caller has handled exactly what was yielded and can tell
+    the client so. The caller tells a stop from the body's end by ``content.at_eof()`` (False).
+
+    Buffered bytes are taken without waiting; only an empty buffer waits, racing the data against
+    ``stop`` (one task per wait, none per buffered chunk). Errors of the connection (a client that
+    vanished) propagate as they are."""
+    stopped: asyncio.Future[Any] | None = None
+    waiting: asyncio.Future[bytes] | None = None
+    try:
+        while not stop.is_set():
+            chunk = content.read_nowait(chunk_size)
+            if chunk:
+                yield chunk
+                continue
+            if content.at_eof():
+                return
+            if stopped is None:
+                stopped = asyncio.ensure_future(stop.wait())
+            waiting = asyncio.ensure_future(content.read(chunk_size))
+            await asyncio.wait({waiting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+            if waiting.cancelled():
+                return
+            chunk = waiting.result()  # raises what the connection raised
+            if not chunk:
+                return
+            yield chunk
+    finally:  # also when the handler is cancelled mid-wait: no task outlives the body
+        for pending in (waiting, stopped):
+            if pending is not None and not pending.done():
+                pending.cancel()

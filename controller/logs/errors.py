@@ -19,6 +19,7 @@ log) carries no verdict and so is not retried.
 
 from __future__ import annotations
 
+from controller.kube.errors import ApiError
 from controller.retry import FAIL, RETRY, Verdict, verdict_of
 
 
@@ -75,6 +76,18 @@ class ChecksumMismatch(SinkError):
         self.expected = expected
         self.stored = stored
         super().__init__(f"stored log hashes to {stored}, the shipper sent {expected}")
+
+
+#: How a kubelet says it keeps no log at all for a container: kwok (whose pods run no process)
+#: when no ``Logs``/``ClusterLogs`` resource names a file for it. Not an error of the log: a real
+#: kubelet answers a container that never wrote a line with 200 and an empty body, and the
+#: shipper treats both alike, as an empty log. Other 400s stay errors.
+_NO_LOG_MESSAGES = ("no logs found for container", "log target not found for container")
+
+
+def is_no_log(exc: BaseException) -> bool:
+    """400 "no logs found for container ...": the runtime has no log for it, i.e. an empty one."""
+    return isinstance(exc, ApiError) and exc.status == 400 and any(m in exc.message for m in _NO_LOG_MESSAGES)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -16,6 +16,10 @@ stored (or found lost, or failed for good) and returns the ``Outcome``:
 3. Then one non-follow read from the cursor delivers the remainder, including an unterminated
    last line, and ``finalize`` seals the log with its size and sha256.
 
+A container the runtime keeps no log for (kwok's 400 "no logs found for container", when no
+``ClusterLogs`` names a file) reads as empty, as a real kubelet's 200 with an empty body does: a
+pod that never wrote a line is stored as an empty log, sealed at size 0, not failed.
+
 Failures: each attempt starts again at 1 from what the sink holds. Whether an error is retried is
 its verdict (``controller.retry.classify``, the table every client shares): network errors, 429,
 5xx, 408, a container not yet started, sink offset mismatches and sink outages are; 401/403 (of
@@ -60,6 +64,7 @@ from controller.logs.errors import (
     OffsetMismatch,
     SinkError,
     SinkRejected,
+    is_no_log,
 )
 from controller.logs.sinks import LogSink, SinkState
 from controller.logs.throttle import Throttle
@@ -245,6 +250,7 @@ class _Stream:
         self.backoff = Backoff(BackoffPolicy(self.o.backoff_base, self.o.backoff_max, jitter=1.0),
                                shipper._clock, rng=shipper._rng)
         self._ended_by_terminal = False  # the last follow stopped because terminal was set
+        self._said_no_log = False  # "the runtime has no log" was logged (once per ship)
 
     async def run_with_retries(self) -> Outcome:
         """Attempts until one ends; an error whose verdict says stop is raised to ``ship``."""
@@ -328,18 +334,28 @@ class _Stream:
         }
         await self.s._throttle.request()
         read_timeout = None if follow else self.o.final_read_timeout
-        async with self.s._client.stream(self.path, params, read_timeout=read_timeout) as response:
-            if follow:
-                await self._follow(response, decoder, batch)
-            else:
-                try:
-                    while chunk := await response.read_chunk():
-                        await self.s._throttle.read(len(chunk))
-                        batch.add(decoder.feed(chunk))
-                        if batch.full:
-                            await batch.flush_behind()
-                finally:
-                    await batch.settle()
+        try:
+            async with self.s._client.stream(self.path, params, read_timeout=read_timeout) as response:
+                if follow:
+                    await self._follow(response, decoder, batch)
+                else:
+                    try:
+                        while chunk := await response.read_chunk():
+                            await self.s._throttle.read(len(chunk))
+                            batch.add(decoder.feed(chunk))
+                            if batch.full:
+                                await batch.flush_behind()
+                    finally:
+                        await batch.settle()
+        except ApiError as exc:
+            if not is_no_log(exc):
+                raise
+            # An empty read, like a real kubelet's 200 with no body: a follow is looked at again
+            # after follow_end_pause (a log may still appear), the final read seals what is stored.
+            if not self._said_no_log:
+                self._said_no_log = True
+                log.info("the container has no log (yet); it counts as empty", execution=self.execution,
+                         error=str(exc))
         if mode == _FINAL:
             batch.add(decoder.finish())
             if decoder.pending_drop or decoder.pending_skip:

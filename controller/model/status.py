@@ -14,7 +14,7 @@ Execution phases (one Job = one execution):
 The Task's phase is its single execution's phase for a one-off Task (``Pending`` until the Job
 exists), and ``Active``/``Paused`` for a scheduled one; ``Invalid`` when the spec is rejected.
 
-Status shape (every key always present; ``null`` when unknown)::
+Status shape (every key present, ``null`` when unknown, except ``nextScheduleTime``)::
 
     phase: Pending|Queued|Running|Succeeded|Failed|Active|Paused|Invalid
     observedGeneration: int
@@ -25,7 +25,9 @@ Status shape (every key always present; ``null`` when unknown)::
     active: int                 # executions whose Job exists and has not finished
     lastScheduleTime: str       # CronJob's status.lastScheduleTime (scheduled Tasks)
     lastSuccessfulTime: str     # latest successful completion
-    nextScheduleTime: str       # next run from now; null when suspended or one-off
+    nextScheduleTime: str       # next run from now; absent when suspended or one-off, so that
+                                # `kubectl get tasks -o wide` prints <none> there (a null string
+                                # column prints "<no value>")
     scheduleDescription: str    # "Every hour", "At 02:30 (Europe/Berlin)"; null for one-off
     missedRuns: int             # see task_status
 
@@ -375,7 +377,7 @@ def task_status(task: dict[str, Any], spec: TaskSpec, jobs: list[dict[str, Any]]
         ready = (False, POOL_NOT_FOUND, f"task pool {spec.task_pool!r} does not exist: executions "
                  "wait Queued until a TaskPool of that name is created")
     condition = _condition(prev_conditions, ready[0], ready[1], ready[2], generation, now)
-    return {
+    status = {
         "phase": phase,
         "observedGeneration": generation,
         "conditions": _conditions(task, condition),
@@ -383,10 +385,12 @@ def task_status(task: dict[str, Any], spec: TaskSpec, jobs: list[dict[str, Any]]
         "active": sum(1 for e in current if not e.terminal),
         "lastScheduleTime": format_time(last_schedule),
         "lastSuccessfulTime": format_time(last_success),
-        "nextScheduleTime": format_time(next_run),
         "scheduleDescription": description,
         "missedRuns": missed,
     }
+    if next_run is not None:
+        status["nextScheduleTime"] = format_time(next_run)
+    return status
 
 
 def invalid_status(task: dict[str, Any], error: InvalidTask | str, now: datetime, *,
@@ -411,7 +415,6 @@ def invalid_status(task: dict[str, Any], error: InvalidTask | str, now: datetime
         "active": previous.get("active") or 0,
         "lastScheduleTime": previous.get("lastScheduleTime"),
         "lastSuccessfulTime": previous.get("lastSuccessfulTime"),
-        "nextScheduleTime": None,
         "scheduleDescription": None,
         "missedRuns": 0,
     }

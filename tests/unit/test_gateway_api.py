@@ -282,7 +282,7 @@ async def test_health_ready_metrics_openapi(gw: Gateway) -> None:
     assert 'gateway_records_upserted_total{applied="true"} 1.0' in text
     assert "gateway_log_bytes_received_total 6.0" in text
     assert 'gateway_http_request_duration_seconds_count{method="PUT",route="/internal/tasks/{execution}/logs"} 1.0' in text
-    gw.running.state.draining = True
+    gw.running.state.draining.set()
     assert_error(*await gw.get("/readyz"), 503, "unavailable")
 
 

@@ -283,6 +283,37 @@ async def test_an_empty_log_is_stored_empty(api, client, tmp_path):
     assert outcome == Stored(0, hashlib.sha256(b"").hexdigest(), verified=True)
 
 
+NO_LOG = 'no logs found for container "task" in pod "ns/p"'  # kwok without a ClusterLogs
+
+
+async def test_a_container_the_runtime_has_no_log_for_is_stored_empty(api, client, tmp_path):
+    api.pods[("ns", "p")] = FakePod([], statuses=[(400, {}, NO_LOG)])
+    terminal = asyncio.Event()
+    terminal.set()
+    outcome = await shipper(client).ship("job-1", "ns", "p", "task", DirectorySink(tmp_path), terminal)
+    assert outcome == Stored(0, hashlib.sha256(b"").hexdigest(), verified=True)
+    assert len(api.requests) == 1  # the final read said "no log": sealed empty, not retried
+
+
+async def test_another_bad_request_is_still_a_failure(api, client, tmp_path):
+    api.pods[("ns", "p")] = FakePod([], statuses=[(400, {}, 'container "nope" is not valid for pod "p"')])
+    terminal = asyncio.Event()
+    terminal.set()
+    outcome = await shipper(client).ship("job-1", "ns", "p", "nope", DirectorySink(tmp_path), terminal)
+    assert isinstance(outcome, Failed) and outcome.reason == "api-400"
+
+
+async def test_a_log_that_appears_after_no_log_is_shipped_whole(api, client, tmp_path):
+    recs = sample(200)
+    api.pods[("ns", "p")] = FakePod(recs, statuses=[(400, {}, NO_LOG)] * 2)  # the catch-up read, a follow
+    terminal = asyncio.Event()
+    finishing = asyncio.create_task(finish_soon(api, terminal))
+    outcome = await shipper(client).ship("job-1", "ns", "p", "task", DirectorySink(tmp_path), terminal)
+    await finishing
+    assert isinstance(outcome, Stored) and outcome.verified
+    assert (tmp_path / "tasks" / "job-1" / "log.txt").read_bytes() == content_of(recs)
+
+
 async def test_a_deleted_pod_means_the_log_is_lost(api, client, tmp_path):
     terminal = asyncio.Event()
     outcome = await shipper(client).ship("job-1", "ns", "gone", None, DirectorySink(tmp_path), terminal)

@@ -170,6 +170,15 @@ async def test_directory_layout_and_checksum_file(tmp_path):
     subprocess.run(["sha256sum", "-c", "log.sha256"], cwd=folder, check=True, capture_output=True)
 
 
+async def test_directory_an_empty_log_is_an_empty_file(tmp_path):
+    """A container that wrote nothing: sealed at 0 without any append, it is a file like any log."""
+    sink = DirectorySink(tmp_path)
+    await sink.finalize("job-1", 0, None)
+    folder = tmp_path / "tasks" / "job-1"
+    assert (folder / "log.txt").read_bytes() == b""
+    subprocess.run(["sha256sum", "-c", "log.sha256"], cwd=folder, check=True, capture_output=True)
+
+
 async def test_directory_crash_between_bytes_and_cursor(tmp_path):
     sink = DirectorySink(tmp_path)
     await sink.append("job-1", 0, b"hello\n", C1)

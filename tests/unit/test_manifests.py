@@ -214,12 +214,15 @@ def test_printer_columns():
     assert {n: (c["jsonPath"], c["type"], c.get("priority", 0)) for n, c in columns.items()} == {
         "Schedule": (".spec.schedule", "string", 0),
         "Status": (".status.phase", "string", 0),
-        "Last Run": (".status.lastScheduleTime", "date", 0),
-        "Next Run": (".status.nextScheduleTime", "string", 0),  # kubectl prints future dates as <invalid>
+        "Last Run": (".status.lastScheduleTime", "date", 0),  # relative, like CronJob's LAST SCHEDULE
         "Age": (".metadata.creationTimestamp", "date", 0),
+        # Absolute and only in -o wide: kubectl prints a future `date` as <invalid>.
+        "Next Run": (".status.nextScheduleTime", "string", 1),
         "Skill": (".spec.skillName", "string", 1),
         "Action": (".spec.actionName", "string", 1),
     }
+    default = [n for n, c in columns.items() if not c.get("priority")]
+    assert default == ["Schedule", "Status", "Last Run", "Age"]  # `kubectl get tasks`, in this order
 
 
 # --- the examples ---
@@ -335,3 +338,27 @@ def test_taskpool_crd_is_structural_cluster_scoped_and_read_as_written():
     assert set(pool_schema["properties"]["spec"]["properties"]) == {"maxActive", "countScheduled", "exclusiveSkills"}
     assert pool_schema["properties"]["spec"]["properties"]["countScheduled"]["default"] is True
     assert parse_pool({"metadata": {"name": "p"}, "spec": {"maxActive": 0}}).count_scheduled is True
+
+
+# --- shutdown budgets ---
+
+def test_the_gateways_grace_period_covers_its_shutdown_timeout():
+    """Kubernetes SIGKILLs the pod terminationGracePeriodSeconds after SIGTERM; the gateway waits at
+    most --shutdown-timeout for requests (uploads are cut at once), then closes its stores."""
+    [deployment] = documents(MANIFESTS / "gateway" / "deployment.yaml")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    shutdown_timeout = float(env["FABRIC_GATEWAY_SHUTDOWN_TIMEOUT"])
+    assert shutdown_timeout <= 10, "a rolling update should not wait long on one pod"
+    assert pod["terminationGracePeriodSeconds"] >= shutdown_timeout + 10, "room to close the stores"
+
+
+def test_the_operators_grace_period_covers_its_worst_case_shutdown():
+    from controller.settings import ReconcileSettings
+
+    drain = ReconcileSettings().drain_seconds
+    # controller/app.py: reconciles get drain, log streams and gateway records drain/2 each, events 5 s.
+    worst = drain + drain / 2 + drain / 2 + 5
+    [deployment] = [d for d in documents(MANIFESTS / "operator.yaml") if d["kind"] == "Deployment"]
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > worst
