@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,28 +19,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.kube.resources import CRONJOBS, JOBS, TASKS, Resource
+from cluster import BIN, CLUSTER_LOGS, REPO, taskctl
+from controller.kube.resources import CRONJOBS, JOBS, TASKS
 from controller.model import parse_time
 from tasks import eventually, task, task_manifest, wait_phase
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
-BIN = Path(sys.executable).parent
-CLUSTER_LOGS = Resource(group="kwok.x-k8s.io", version="v1alpha1", plural="clusterlogs", kind="ClusterLogs",
-                        namespaced=False)
 LOG_LINES = [f"step {i}: {'ERROR retrying' if i % 4 == 0 else 'invoking hubble_agent'}" for i in range(1, 13)]
-
-
-def taskctl(kubeconfig: str, *args: str, input: str | None = None, now: str | None = None,
-            home: Path | None = None, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(home or Path("/nonexistent-home")), "KUBECONFIG": kubeconfig,
-            "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
-    if now:
-        base["TASKCTL_NOW"] = now
-    return subprocess.run([str(BIN / "taskctl"), *args], capture_output=True, text=True, input=input,
-                          env={**base, **env}, timeout=timeout)
 
 
 def ok(done: subprocess.CompletedProcess) -> str:

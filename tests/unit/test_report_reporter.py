@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from fakeclock import FakeClock
 from prometheus_client import CollectorRegistry
-from test_report_support import TOKEN, GatewayServer, Recording, eventually, free_port, record
+from report_support import TOKEN, GatewayServer, Recording, eventually, free_port, record
 
 from controller.clock import RealClock
 from controller.report.gateway_client import GatewayClient
