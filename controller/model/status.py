@@ -53,6 +53,8 @@ from .schedule import describe, iter_runs
 from .spec import TaskSpec
 from .times import format_time, parse_time  # noqa: F401 - also this module's API
 
+# Phases an execution (and a Pod: the same two words) never leaves. The one definition; the
+# reconcilers import it.
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 EXECUTION_KEYS = ("name", "phase", "scheduledTime", "startTime", "completionTime", "reason",
                   "message", "exitCode")
