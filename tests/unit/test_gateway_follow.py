@@ -54,6 +54,16 @@ class Gw:
         async with self.http.post(f"{self.url}/internal/tasks/{name}/logs/finalize", json=body, headers=AUTH) as resp:
             assert resp.status == 200, await resp.text()
 
+    async def following(self) -> None:
+        """Return once a follower waits for news of its execution (it subscribes before it looks
+        at the store, so whatever happens from now on wakes it)."""
+        events = self.running.state.log_events
+        for _ in range(10_000):
+            if len(events):
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError("no follower subscribed")
+
     async def follow(self, name: str, **params: Any) -> tuple[int, bytes]:
         async with self.http.get(f"{self.url}/v1/tasks/{name}/logs/follow", params=params) as resp:
             return resp.status, await resp.read()
@@ -138,7 +148,7 @@ async def test_follow_waits_for_the_first_byte(make_gw: Callable[..., Any]) -> N
     gw = await make_gw()
     await gw.put_record("later-1")
     follower = asyncio.create_task(gw.follow("later-1"))
-    await asyncio.sleep(0.3)
+    await gw.following()
     assert not follower.done()
     await gw.upload("later-1", b"hello\n", 0)
     await gw.finalize("later-1", b"hello\n")
@@ -150,7 +160,7 @@ async def test_a_log_marked_lost_ends_the_follow(make_gw: Callable[..., Any]) ->
     await gw.put_record("lost-1")
     await gw.upload("lost-1", b"partial\n", 0)
     follower = asyncio.create_task(gw.follow("lost-1"))
-    await asyncio.sleep(0.3)
+    await gw.following()
     await gw.put_record("lost-1", sequence=2, logState="lost")
     assert await asyncio.wait_for(follower, 5) == (200, b"partial\n")
 
@@ -167,7 +177,7 @@ async def test_shutdown_ends_a_follow_cleanly(make_gw: Callable[..., Any]) -> No
     await gw.put_record("long-1")
     await gw.upload("long-1", b"still running\n", 0)
     follower = asyncio.create_task(gw.follow("long-1"))
-    await asyncio.sleep(0.3)
+    await gw.following()
     await asyncio.wait_for(gw.running.stop(), 10)  # within the shutdown timeout, not after it
     assert await asyncio.wait_for(follower, 5) == (200, b"still running\n")
 
