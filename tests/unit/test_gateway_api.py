@@ -113,9 +113,10 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-#: Tests that look into the local blob directory itself; their S3 equivalents are in test_gateway_s3.py.
-_LOCAL_LAYOUT_TESTS = ("test_logs_as_rows_on_a_20mb_log", "test_retention_sweeper_removes_record_and_blob_together",
-                       "test_restart_keeps_records_logs_and_resumes_hashing")
+#: For tests that look into the local blob directory itself: they run on the stores that keep logs
+#: there (their S3 equivalents are in test_gateway_s3.py). Direct parametrization of ``store_kind``
+#: replaces the fixture's three values for that test.
+local_blobs_only = pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
 
 
 @pytest.fixture
@@ -203,8 +204,6 @@ async def make_gateway(database_url: str, tmp_path: Path, store_kind: str, reque
     started: list[Gateway] = []
     s3 = S3Settings()
     if store_kind == "s3":
-        if request.node.originalname in _LOCAL_LAYOUT_TESTS:
-            pytest.skip("looks into the local blob directory; test_gateway_s3.py covers S3")
         server = request.getfixturevalue("s3_server")
         s3 = S3Settings(url=f"s3://{await server.new_bucket()}/gw", endpoint_url=server.endpoint,
                         access_key_id=server.access_key_id, secret_access_key=server.secret_access_key)
@@ -692,7 +691,7 @@ async def test_upload_resumes_after_a_dropped_connection(gw: Gateway) -> None:
         writer.write(data[i : i + 100_000])
         sent += 100_000
         await writer.drain()
-    await asyncio.sleep(0.2)
+    await _until(lambda: _bytes_received_above(gw, 0), "the gateway to hand the first bytes to the blob store")
     writer.transport.abort()
     # The gateway keeps what arrived, as whole bytes: ask where to resume.
     size = 0
@@ -773,13 +772,14 @@ async def test_cursor_is_stored_only_with_a_complete_body(gw: Gateway) -> None:
     assert_error(status, body, 400, "bad_cursor")
     # A body that ends early keeps the bytes that arrived but not its cursor.
     host, port = gw.internal.removeprefix("http://").split(":")
+    before = await _bytes_received(gw)
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
         (f"PUT {put.format(6)} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
          "X-Log-Cursor: never-stored\r\nContent-Length: 100\r\n\r\n").encode() + b"e\nf\n"
     )
     await writer.drain()
-    await asyncio.sleep(0.3)
+    await _until(lambda: _bytes_received_above(gw, before), "the gateway to hand the partial body to the blob store")
     writer.transport.abort()
     # An empty PUT at the stored size waits for the dropped upload to release the log.
     size = 6
@@ -973,6 +973,7 @@ async def run_row_queries(gw: Gateway, name: str, ref: Reference, stamps: list[d
     assert collected == ref.rows(list(range(1000)))
 
 
+@local_blobs_only
 async def test_logs_as_rows_on_a_20mb_log(gw: Gateway) -> None:
     data = generate_log(20 << 20, seed=1)
     name = "rows-20mb-28950000"
@@ -1048,6 +1049,18 @@ async def test_raw_download_ranges(gw: Gateway) -> None:
 # --- retention ------------------------------------------------------------------------------------
 
 
+async def _bytes_received(gw: Gateway) -> float:
+    """``gateway_log_bytes_received_total`` from the gateway's own /metrics."""
+    status, text = await gw.call("GET", "/metrics")
+    assert status == 200
+    return next(float(line.split()[1]) for line in text.decode().splitlines()
+                if line.startswith("gateway_log_bytes_received_total "))
+
+
+async def _bytes_received_above(gw: Gateway, floor: float) -> bool:
+    return await _bytes_received(gw) > floor
+
+
 async def _until(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -1057,6 +1070,7 @@ async def _until(predicate: Callable[[], Any], what: str, timeout: float = 10.0)
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@local_blobs_only
 async def test_retention_sweeper_removes_record_and_blob_together(gw: Gateway) -> None:
     for name in ("old-1", "old-2", "kept-1"):
         await gw.put_record(name)
@@ -1102,6 +1116,7 @@ async def test_retention_sweeper_removes_record_and_blob_together(gw: Gateway) -
 # --- lifecycle ------------------------------------------------------------------------------------
 
 
+@local_blobs_only
 async def test_restart_keeps_records_logs_and_resumes_hashing(make_gateway: Callable[..., Any], database_url: str, tmp_path: Path) -> None:
     gw = await make_gateway()
     data = b"".join(b"line %d\n" % i for i in range(50_000))
