@@ -189,7 +189,10 @@ class TaskReconciler:
         return False
 
     async def _remove_stale_cronjob(self, task: dict, bound: Any) -> None:
-        """A Task whose schedule was removed keeps no CronJob (its past Jobs stay as history)."""
+        """A Task whose schedule was removed keeps no CronJob. The garbage collector removes the
+        CronJob's Jobs with it (a run still going is stopped); their executions stay listed in the
+        status, the stopped one as Failed with reason JobDeleted. The Task then runs once as a
+        one-off (``_ensure_job``)."""
         meta = task["metadata"]
         existing = self._cronjobs.get(f"{meta['namespace']}/{meta['name']}")
         if existing is None or not _owned_by(existing, task):

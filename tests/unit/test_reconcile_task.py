@@ -203,13 +203,14 @@ async def test_removing_the_schedule_makes_a_one_off_that_keeps_the_past_executi
     assert {e["name"]: e["phase"] for e in world.status("cron")["executions"]} == {
         finished: "Succeeded", running: "Pending"}
 
-    world.clock.advance(30)  # the user edits the Task while the second run is going
+    # The user edits the Task in the second the running run started: the one-off Job created now
+    # has the same time as that run, and a later name; the Task's phase is still its own Job's.
     current = world.task("cron")
     spec = {k: v for k, v in current["spec"].items() if k != "schedule"}
     await world.kube.replace(TASKS, "cron", {**current, "spec": spec}, namespace=NS)
     await world.settle("cron")
     assert world.kube.names(CRONJOBS) == []
-    one_off = execution_name("cron", world.clock.now() - timedelta(seconds=150))  # the Task's creation minute
+    one_off = execution_name("cron", world.clock.now() - timedelta(seconds=120))  # the Task's creation minute
     assert sorted(world.kube.names(JOBS)) == sorted([finished, running, one_off])
     assert set(world.kube.collect_garbage()) == {finished, running}
     await world.settle("cron")
