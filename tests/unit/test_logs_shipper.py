@@ -64,6 +64,15 @@ async def end_when_following(api: FakeLogApi, terminal: asyncio.Event) -> None:
     terminal.set()
 
 
+async def finish_soon(api: FakeLogApi, terminal: asyncio.Event) -> None:
+    """Every pod's container exits (the server ends its follows) and the pod turns terminal,
+    once the shipper has asked to follow."""
+    await until(lambda: bool(follows(api)), "the shipper to follow the log")
+    for pod in api.pods.values():
+        pod.phase_done = True
+    terminal.set()
+
+
 async def test_follow_then_final_read_is_byte_identical(api, client, tmp_path):
     recs = sample()
     api.pods[("ns", "p")] = FakePod(recs)
