@@ -17,8 +17,10 @@ watch, create, replace, patch, delete) the way the API server would for the case
 What the informers would deliver is up to the test: ``sync(stores)`` copies the fake's objects into
 informer ``Store``s, so a test decides exactly when a cache catches up with the API server.
 
-Failures are injected per call with ``fail_next(verb, plural, error)``. Every call is recorded in
-``calls`` as ``(verb, plural, namespace, name)``.
+Failures are injected with ``fail_next(verb, plural, error, name=None)`` (the next such call, or
+the next on that name). Every call is recorded in ``calls`` as ``(verb, plural, namespace, name)``,
+and every write with what it sent in ``writes`` (``Write``). ``put`` of a new object keeps a
+``resourceVersion`` the test gives, so a precondition on it can be checked.
 
 It is not a validator: it accepts any body. Fields the API server defaults are not filled in.
 """
@@ -30,12 +32,21 @@ import copy
 import itertools
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from controller.informer import Store
 from controller.kube import AlreadyExists, Conflict, NotFound, Resource
 
 Key = tuple[str, str | None, str]  # (plural, namespace, name)
+
+
+class Write(NamedTuple):
+    verb: str  # create | replace | patch | delete
+    plural: str
+    namespace: str | None
+    name: str
+    body: dict[str, Any] | None
+    subresource: str | None
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -60,7 +71,9 @@ class FakeKube:
         self.objects: dict[Key, dict[str, Any]] = {}
         self.resources: dict[str, Resource] = {}
         self.calls: list[tuple[str, str, str | None, str | None]] = []
-        self._failures: dict[tuple[str, str], list[BaseException]] = {}
+        self.writes: list[Write] = []
+        # (verb, plural, name or None) -> errors the next such calls raise, first first.
+        self._failures: dict[tuple[str, str, str | None], list[BaseException]] = {}
         # Open watches: plural -> queues of events; an entry is removed when its watch ends.
         self._watchers: dict[str, list[asyncio.Queue[dict[str, Any] | None]]] = {}
         # KubeClient's metrics hook; the Operator sets it, nothing here calls it.
@@ -68,9 +81,10 @@ class FakeKube:
 
     # -- test controls ---------------------------------------------------------------------------
 
-    def fail_next(self, verb: str, plural: str, error: BaseException) -> None:
-        """The next ``verb`` (get|list|create|replace|patch|delete) on ``plural`` raises ``error``."""
-        self._failures.setdefault((verb, plural), []).append(error)
+    def fail_next(self, verb: str, plural: str, error: BaseException, name: str | None = None) -> None:
+        """The next ``verb`` (get|list|create|replace|patch|delete) on ``plural`` (on the object
+        ``name``, if given) raises ``error``."""
+        self._failures.setdefault((verb, plural, name), []).append(error)
 
     def of(self, res: Resource, namespace: str | None = None) -> list[dict[str, Any]]:
         """The stored objects of a resource (in a namespace), oldest first."""
@@ -90,8 +104,10 @@ class FakeKube:
         obj.setdefault("apiVersion", res.api_version)
         obj.setdefault("kind", res.kind)
         key = (res.plural, meta.get("namespace"), meta["name"])
-        event = "MODIFIED" if key in self.objects else "ADDED"
-        self._store(res, key, obj, event)
+        if key in self.objects:  # an update: a new resourceVersion, as any write gets
+            self._store(res, key, obj, "MODIFIED")
+        else:  # seeding: keep the resourceVersion the test chose, if any
+            self._store(res, key, obj, "ADDED", version=meta.get("resourceVersion"))
         return copy.deepcopy(obj)
 
     def sync(self, stores: dict[Resource, Store]) -> None:
@@ -160,7 +176,7 @@ class FakeKube:
         meta = body.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
-        self._enter("create", res, namespace, meta.get("name"))
+        self._enter("create", res, namespace, meta.get("name"), body)
         key = (res.plural, namespace, meta["name"])
         if key in self.objects:
             raise AlreadyExists(409, "AlreadyExists", f'{res.plural} "{meta["name"]}" already exists',
@@ -174,7 +190,7 @@ class FakeKube:
 
     async def replace(self, res: Resource, name: str, body: dict[str, Any], namespace: str | None = None,
                       subresource: str | None = None) -> dict[str, Any]:
-        self._enter("replace", res, namespace, name)
+        self._enter("replace", res, namespace, name, body, subresource)
         current = self._existing(res, namespace, name)
         self._check_version(res, name, body.get("metadata", {}).get("resourceVersion"), current)
         updated = copy.deepcopy(current)
@@ -191,7 +207,7 @@ class FakeKube:
 
     async def patch(self, res: Resource, name: str, patch: dict[str, Any], namespace: str | None = None,
                     subresource: str | None = None, **_: Any) -> dict[str, Any]:
-        self._enter("patch", res, namespace, name)
+        self._enter("patch", res, namespace, name, patch, subresource)
         current = self._existing(res, namespace, name)
         self._check_version(res, name, (patch.get("metadata") or {}).get("resourceVersion"), current)
         updated = copy.deepcopy(current)
@@ -210,12 +226,16 @@ class FakeKube:
 
     # -- internals -----------------------------------------------------------------------------------
 
-    def _enter(self, verb: str, res: Resource, namespace: str | None, name: str | None) -> None:
+    def _enter(self, verb: str, res: Resource, namespace: str | None, name: str | None,
+               body: dict[str, Any] | None = None, subresource: str | None = None) -> None:
         self.resources[res.plural] = res
         self.calls.append((verb, res.plural, namespace, name))
-        pending = self._failures.get((verb, res.plural))
-        if pending:
-            raise pending.pop(0)
+        if verb in ("create", "replace", "patch", "delete"):
+            self.writes.append(Write(verb, res.plural, namespace, name or "", copy.deepcopy(body), subresource))
+        for key in ((verb, res.plural, name), (verb, res.plural, None)):
+            pending = self._failures.get(key)
+            if pending:
+                raise pending.pop(0)
 
     def _existing(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any]:
         obj = self.objects.get((res.plural, namespace, name))
@@ -230,10 +250,10 @@ class FakeKube:
                                             "has been modified; please apply your changes to the latest version",
                            _status(res, name))
 
-    def _store(self, res: Resource, key: Key, obj: dict[str, Any], event: str) -> None:
+    def _store(self, res: Resource, key: Key, obj: dict[str, Any], event: str, version: str | None = None) -> None:
         self.resources[res.plural] = res
         self.resource_version = next(self._revision)
-        obj["metadata"]["resourceVersion"] = str(self.resource_version)
+        obj["metadata"]["resourceVersion"] = version or str(self.resource_version)
         self.objects[key] = obj
         self._emit(res, event, obj)
 
