@@ -55,6 +55,8 @@ from .schedule import describe, iter_runs
 from .spec import TaskSpec
 from .times import format_time, parse_time  # noqa: F401 - also this module's API
 
+# Phases an execution (and a Pod: the same two words) never leaves. The one definition; the
+# reconcilers import it.
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 EXECUTION_KEYS = ("name", "phase", "scheduledTime", "startTime", "completionTime", "reason",
                   "message", "exitCode")
@@ -356,21 +358,22 @@ def task_status(task: dict[str, Any], spec: TaskSpec, jobs: list[dict[str, Any]]
         next_run = None
         description = None
         missed = 0
-        newest = executions[0] if executions else None
-        if newest is None:
-            created = parse_time(meta.get("creationTimestamp"))
-            job_name = execution_name(name, created) if created else f"{name}-<creation minute>"
+        # The phase is that of the Task's own Job, not of the newest execution listed: after its
+        # schedule was removed, the runs of the CronJob stay listed (one stopped at the same
+        # second the one-off Job was created sorts as newer than it).
+        created = parse_time(meta.get("creationTimestamp"))
+        job_name = execution_name(name, created) if created else f"{name}-<creation minute>"
+        own = next((e for e in executions if e["name"] == job_name), None)
+        if own is None:
             phase = "Pending"
             ready = (False, "Reconciling", f"Job {job_name} does not exist yet")
         else:
-            phase = newest["phase"]
-            job_name = newest["name"]
+            phase = own["phase"]
             if phase == "Failed":
-                ready = (False, newest.get("reason") or "Failed",
-                         newest.get("message") or f"Job {job_name} failed")
+                ready = (False, own.get("reason") or "Failed", own.get("message") or f"Job {job_name} failed")
             else:
                 message = f"Job {job_name} {'succeeded' if phase == 'Succeeded' else 'is ' + phase.lower()}"
-                ready = (True, phase, _join(message, newest.get("message")) or message)
+                ready = (True, phase, _join(message, own.get("message")) or message)
 
     can_still_run = (not spec.suspend) if spec.is_scheduled else phase not in TERMINAL_PHASES
     if spec.task_pool and not pool_exists and can_still_run:

@@ -37,7 +37,7 @@ from controller.events import WARNING, EventRecorder
 from controller.kube import Conflict, Invalid, KubeClient, NotFound
 from controller.kube.resources import JOBS, PODS
 from controller.logs import LogShipperPool, Lost, Outcome, Retained, Stored, outcome_kind
-from controller.model.status import parse_time
+from controller.model.status import TERMINAL_PHASES, parse_time
 from controller.settings import LogSettings
 
 log = structlog.get_logger(__name__)
@@ -46,7 +46,6 @@ FINALIZER = "fabric.dev/log-shipping"
 # executions[].log.reason of a log whose pod was released before the log could be stored.
 RELEASED_UNSTORED = "released-before-stored"
 FINAL_LOG_STATES = frozenset({"stored", "lost", "failed", "retained"})
-TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from controller.model.children import cronjob_for_task, cronjob_spec_differs, jo
 from controller.model.labels import LABEL_TASK
 from controller.model.spec import InvalidTask, TaskSpec, parse_task
 from controller.model.records import execution_record, record_sequence, task_record
-from controller.model.status import invalid_status, parse_time, task_status
+from controller.model.status import TERMINAL_PHASES, invalid_status, parse_time, task_status
 from controller.reconcile.admission import Admission
 from controller.reconcile.logs import FINAL_LOG_STATES, LogCoordinator
 from controller.reconcile.loop import Result
@@ -37,7 +37,6 @@ from controller.report import StatusReporter
 log = structlog.get_logger(__name__)
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-TERMINAL_PHASES = ("Succeeded", "Failed")
 # A scheduled Task is looked at again at its next run even if nothing changes (a run skipped by
 # concurrencyPolicy Forbid creates no Job, yet nextScheduleTime must move on); capped so a
 # yearly schedule still gets a periodic look.
@@ -190,7 +189,10 @@ class TaskReconciler:
         return False
 
     async def _remove_stale_cronjob(self, task: dict, bound: Any) -> None:
-        """A Task whose schedule was removed keeps no CronJob (its past Jobs stay as history)."""
+        """A Task whose schedule was removed keeps no CronJob. The garbage collector removes the
+        CronJob's Jobs with it (a run still going is stopped); their executions stay listed in the
+        status, the stopped one as Failed with reason JobDeleted. The Task then runs once as a
+        one-off (``_ensure_job``)."""
         meta = task["metadata"]
         existing = self._cronjobs.get(f"{meta['namespace']}/{meta['name']}")
         if existing is None or not _owned_by(existing, task):

@@ -20,16 +20,20 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cluster import (  # noqa: F401 - kubectl and devcluster_component: also for modules written before cluster.py
+    CLUSTER_LOGS,
+    DEVCLUSTER,
+    NAMESPACES,
+    OPERATOR_NAMESPACE,
+    OPERATOR_SERVICE_ACCOUNT,
+    REPO,
+    devcluster_component,
+    kubectl,
+    use_external_cluster,
+)
 from controller.kube import KubeClient, NotFound
 from controller.kube.resources import Resource
 from tasks import eventually
-
-REPO = Path(__file__).resolve().parents[2]
-DEVCLUSTER = REPO / "devcluster" / "devcluster"
-NAMESPACES = Resource(group="", version="v1", plural="namespaces", kind="Namespace", namespaced=False)
-OPERATOR_NAMESPACE = "fabric-system"
-OPERATOR_SERVICE_ACCOUNT = "fabric-task-operator"
-
 
 #: The real-node subset (tests/e2e/realnode/) runs on its own cluster, `devcluster up --nodes real`,
 #: in a pytest run of its own (`./dev test` starts it with FABRIC_E2E_REAL_NODE=1): kwok's tests and
@@ -40,29 +44,18 @@ if REAL_NODE:
 else:
     collect_ignore = ["realnode"]
 
-
-def _use_external_cluster() -> bool:
-    return os.environ.get("FABRIC_E2E_USE_KUBECONFIG") == "1" and bool(os.environ.get("KUBECONFIG"))
+_use_external_cluster = use_external_cluster  # the name older test modules import
 
 
 @pytest.fixture(scope="session")
 def kubeconfig() -> str:
-    if _use_external_cluster():
+    if use_external_cluster():
         return os.environ["KUBECONFIG"]
     nodes = ["--nodes", "real"] if REAL_NODE else []
     done = subprocess.run([str(DEVCLUSTER), "up", *nodes], stdout=subprocess.PIPE, text=True, timeout=3600)
     if done.returncode != 0:
         pytest.fail(f"devcluster up failed with exit code {done.returncode}; see its output above")
     return done.stdout.strip().splitlines()[-1]
-
-
-def kubectl(kubeconfig: str, *args: str, input: str | None = None, check: bool = True) -> str:
-    base = ["kubectl"] if _use_external_cluster() else [str(DEVCLUSTER), "kubectl"]
-    done = subprocess.run([*base, "--kubeconfig", kubeconfig, *args], input=input, capture_output=True,
-                          text=True, timeout=120)
-    if check and done.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 @pytest.fixture(scope="session")
@@ -218,18 +211,6 @@ async def namespace(kube: KubeClient):
 # -- fault injection and extra namespaces (tests/e2e/test_faults_*.py) ----------------------------
 
 
-def devcluster_component(action: str, name: str, *args: str) -> None:
-    """``devcluster/devcluster {stop,start,restart}-component NAME``: kill or start one process of
-    the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-    kwok-controller)."""
-    if _use_external_cluster():
-        pytest.skip("fault injection needs the local devcluster")
-    done = subprocess.run([str(DEVCLUSTER), f"{action}-component", name, *args], capture_output=True, text=True,
-                          timeout=120)
-    if done.returncode != 0:
-        raise AssertionError(f"devcluster {action}-component {name} failed: {done.stderr.strip()}")
-
-
 @pytest.fixture
 async def make_namespace(kube: KubeClient):
     """Create more namespaces for one test (deleted afterwards), like ``namespace``."""
@@ -249,10 +230,6 @@ async def make_namespace(kube: KubeClient):
             await kube.delete(NAMESPACES, name)
         except NotFound:
             pass
-
-
-CLUSTER_LOGS = Resource(group="kwok.x-k8s.io", version="v1alpha1", plural="clusterlogs", kind="ClusterLogs",
-                        namespaced=False)
 
 
 @pytest.fixture

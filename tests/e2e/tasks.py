@@ -148,3 +148,14 @@ def metric_sum(samples: dict, name: str, **labels: str) -> float:
     """Sum of the samples called ``name`` whose labels include ``labels``."""
     return sum(value for (sample, sample_labels), value in samples.items()
                if sample == name and set(labels.items()) <= set(sample_labels))
+
+
+async def operator_caught_up(port: int, *, reconciles: float = 0) -> bool:
+    """Whether the operator serving /metrics on ``port`` has done at least ``reconciles`` Task
+    reconciles in all and has none running and none queued (a key waiting for a requeue-after or
+    a backoff is not queued yet)."""
+    samples = await scrape_metrics(port)
+    return (metric_sum(samples, "controller_runtime_reconcile_total", controller="task") >= reconciles
+            and sum(value for (sample, labels), value in samples.items()
+                    if sample == "workqueue_depth" and ("name", "task") in labels) == 0
+            and metric_sum(samples, "controller_runtime_active_workers", controller="task") == 0)

@@ -14,7 +14,7 @@ import pytest
 from controller.kube import KubeClient, NotFound
 from controller.kube.resources import JOBS, PODS, TASKPOOLS
 from controller.model import labels as L
-from test_taskctl_kube import taskctl
+from cluster import kubectl, taskctl
 from tasks import create_task, eventually, events_for, scrape_metrics, metric_sum, task, task_manifest, wait_phase
 
 pytestmark = pytest.mark.e2e
@@ -25,7 +25,6 @@ TERMINAL = {"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"}
 @pytest.fixture
 async def pool(kube: KubeClient, installed: str, namespace: str):
     """Create TaskPools named after the test's namespace; deleted afterwards."""
-    from conftest import kubectl
     kubectl(installed, "wait", "--for", "condition=Established", "crd/taskpools.fabric.dev", "--timeout", "60s")
     created: list[str] = []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import kubectl
+from cluster import kubectl
 from controller.kube.resources import JOBS, PODS, Resource
 from tasks import EXIT_CODE, FAIL, RUN_FOR, eventually
 

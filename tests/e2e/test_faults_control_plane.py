@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import _use_external_cluster, devcluster_component
+from cluster import devcluster_component, use_external_cluster
 from controller.kube import AlreadyExists
 from controller.kube.resources import CRONJOBS, JOBS, TASKS
 from crilog import sha256_file, write_cri_log
@@ -37,7 +37,7 @@ from tasks import (
 )
 
 pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(_use_external_cluster(), reason="restarts processes of the local devcluster")]
+              pytest.mark.skipif(use_external_cluster(), reason="restarts processes of the local devcluster")]
 
 MB = 1024 * 1024
 OUTAGE_SECONDS = 3.0

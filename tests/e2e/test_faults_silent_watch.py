@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import OPERATOR_NAMESPACE
+from cluster import OPERATOR_NAMESPACE
 from controller.kube import NotFound
 from controller.kube.resources import Resource
 from tasks import create_task, eventually, jobs_of, task_manifest, wait_phase

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from controller.kube import ApiError
-from tasks import create_task, eventually, events_for, metric_sum, scrape_metrics, task
+from tasks import create_task, eventually, events_for, metric_sum, operator_caught_up, scrape_metrics, task
 
 pytestmark = pytest.mark.e2e
 
@@ -123,10 +123,11 @@ async def test_fuzzed_specs_through_the_api_server_and_the_operator(operator, ku
         async with http.get(f"http://127.0.0.1:{operator.health_port}/healthz") as response:
             assert response.status == 200
     # No hot loop: a bounded number of reconciles per Task, and a quiet window brings few.
-    await asyncio.sleep(2)  # the last pods' events
+    # The last pods' events have been reconciled: nothing queued, nothing running.
+    await eventually(lambda: operator_caught_up(operator.metrics_port), timeout=60, message="operator idle")
     versions = {name: (await task(kube, namespace, name))["metadata"]["resourceVersion"] for name in accepted}
     settled_at = await scrape_metrics(operator.metrics_port)
-    await asyncio.sleep(10)
+    await asyncio.sleep(10)  # a measuring window, not a wait for a state: reconciles in 10 quiet seconds
     after = await scrape_metrics(operator.metrics_port)
     rewritten = {name for name in accepted
                  if (await task(kube, namespace, name))["metadata"]["resourceVersion"] != versions[name]}

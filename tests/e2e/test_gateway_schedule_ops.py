@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 import structlog
 import yaml
-from conftest import OPERATOR_NAMESPACE, REPO, kubectl
+from cluster import OPERATOR_NAMESPACE, REPO, kubectl
 from prometheus_client import CollectorRegistry
 
 from controller.kube import NotFound

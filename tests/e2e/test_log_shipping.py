@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from conftest import DEVCLUSTER, _use_external_cluster
+from cluster import DEVCLUSTER, use_external_cluster
 from controller.clock import RealClock
 from controller.kube import KubeClient
 from controller.kube.resources import JOBS, PODS, Resource
@@ -156,7 +156,7 @@ async def test_a_100mb_log_arrives_byte_identical(kube, namespace, kubeconfig, s
 def _kubectl_logs_sha(kubeconfig: str, namespace: str, pod: str) -> str:
     import subprocess
 
-    base = ["kubectl"] if _use_external_cluster() else [str(DEVCLUSTER), "kubectl"]
+    base = ["kubectl"] if use_external_cluster() else [str(DEVCLUSTER), "kubectl"]
     digest = hashlib.sha256()
     with subprocess.Popen([*base, "--kubeconfig", kubeconfig, "logs", "-n", namespace, pod],
                           stdout=subprocess.PIPE) as proc:

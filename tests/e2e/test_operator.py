@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import asyncio
-
 import aiohttp
 import pytest
 
 from controller.kube import NotFound
-from controller.kube.resources import JOBS, TASKS
+from controller.kube.resources import CRONJOBS, JOBS, TASKS
 from controller.model.names import execution_name
-from tasks import create_task, cronjob, event_reasons, eventually, jobs_of, task, task_manifest, wait_phase
+from tasks import (RUN_FOR, create_task, cronjob, event_reasons, eventually, jobs_of, metric_sum, operator_caught_up,
+                   scrape_metrics, task,
+                   task_manifest, wait_phase)
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +46,15 @@ async def test_a_finished_one_off_task_is_not_run_again_when_its_job_is_removed(
     await kube.delete(JOBS, job["metadata"]["name"], namespace=namespace)
     await eventually(lambda: _no_jobs(kube, namespace, "once"), timeout=30, message="job removed")
     await kube.patch(TASKS, "once", {"metadata": {"annotations": {"poke": "1"}}}, namespace=namespace)
-    await asyncio.sleep(3)  # a reconcile has run (the patch is an event); it must not re-create the Job
+    # A reconcile of "once" has run since the patch (an event; it must not re-create the Job): the
+    # Task created after the patch comes later on the same watch, so once it has its Job and the
+    # operator's queue is empty with no reconcile running, the poke has been reconciled too.
+    before = metric_sum(await scrape_metrics(operator.metrics_port), "controller_runtime_reconcile_total",
+                        controller="task")
+    await create_task(kube, namespace, task_manifest("after-poke"))
+    await eventually(lambda: jobs_of(kube, namespace, "after-poke"), timeout=30, message="later task reconciled")
+    await eventually(lambda: operator_caught_up(operator.metrics_port, reconciles=before + 2), timeout=30,
+                     message="operator queue empty")
 
     assert await jobs_of(kube, namespace, "once") == []
     still = await task(kube, namespace, "once")
@@ -145,6 +153,80 @@ async def test_deleting_a_task_removes_its_cronjob_and_jobs(operator, kube, name
             return True
 
     await eventually(gone, timeout=60, message="children garbage collected")
+
+
+async def test_removing_the_schedule_makes_the_task_a_one_off(operator, kube, namespace):
+    """What a user sees when a scheduled Task loses its ``schedule``: the CronJob is deleted, and
+    with it (garbage collector) the Jobs it made; a run still going is stopped and stays in the
+    status as Failed with reason JobDeleted; finished runs stay in the status as they ended; the
+    Task then runs once as a one-off (its Job named after the Task's creation minute) and ends
+    with that run's phase, with no next run."""
+    created = await create_task(kube, namespace, task_manifest("cron-to-once", schedule="* * * * *", run_for="10m"))
+    running = await eventually(lambda: _execution_in_phase(kube, namespace, "cron-to-once", "Running"),
+                               timeout=100, message="a scheduled run is running")
+
+    current = await task(kube, namespace, "cron-to-once")
+    spec = {k: v for k, v in current["spec"].items() if k != "schedule"}
+    spec["template"]["metadata"]["annotations"][RUN_FOR] = "1s"  # the one-off run is short
+    await kube.replace(TASKS, "cron-to-once", {**current, "spec": spec}, namespace=namespace)
+
+    async def cronjob_gone():
+        try:
+            await kube.get(CRONJOBS, "cron-to-once", namespace=namespace)
+            return False
+        except NotFound:
+            return True
+
+    await eventually(cronjob_gone, timeout=30, message="CronJob deleted")
+    done = await wait_phase(kube, namespace, "cron-to-once", "Succeeded", timeout=90)
+    when = datetime.strptime(created["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=timezone.utc)
+    one_off = execution_name("cron-to-once", when)
+    phases = {e["name"]: (e["phase"], e.get("reason")) for e in done["status"]["executions"]}
+    assert phases[one_off][0] == "Succeeded"
+    assert phases[running["name"]] == ("Failed", "JobDeleted")
+    assert not done["status"].get("nextScheduleTime")
+    # The scheduled run's Job went with its CronJob; the one-off's stays (history).
+    jobs = await eventually(lambda: _only_jobs(kube, namespace, "cron-to-once", {one_off}), timeout=60,
+                            message="the CronJob's Jobs garbage collected")
+    assert [j["metadata"]["ownerReferences"][0]["uid"] for j in jobs] == [created["metadata"]["uid"]]
+    reasons = await eventually(lambda: _reasons_including(kube, namespace, "cron-to-once",
+                                                          {"CreatedCronJob", "DeletedCronJob", "CreatedJob"}))
+    assert {"DeletedCronJob", "CreatedJob"} <= reasons
+
+
+async def test_a_task_deleted_and_created_again_under_the_same_name_runs_again(operator, kube, namespace):
+    old = await create_task(kube, namespace, task_manifest("again"))
+    first = await wait_phase(kube, namespace, "again", "Succeeded")
+    [old_job] = await jobs_of(kube, namespace, "again")
+    assert first["status"]["executions"][0]["name"] == old_job["metadata"]["name"]
+
+    await kube.delete(TASKS, "again", namespace=namespace)
+    new = await eventually(lambda: create_task(kube, namespace, task_manifest("again")), timeout=30,
+                           message="the Task created again")
+    assert new["metadata"]["uid"] != old["metadata"]["uid"]
+    # Created again within the same minute, its Job has the old one's name: it runs once the
+    # garbage collector removed the old Job, not never (suppressed by the old Task's state).
+    when = datetime.strptime(new["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=timezone.utc)
+    expected = execution_name("again", when)
+    done = await wait_phase(kube, namespace, "again", "Succeeded", timeout=90)
+    assert [e["name"] for e in done["status"]["executions"]] == [expected]
+    assert done["metadata"]["uid"] == new["metadata"]["uid"]
+    [job] = await eventually(lambda: _only_jobs(kube, namespace, "again", {expected}), timeout=60,
+                             message="only the new Task's Job")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == new["metadata"]["uid"]
+    assert job["metadata"]["uid"] != old_job["metadata"]["uid"], "a new Job, whatever its name"
+
+
+async def _execution_in_phase(kube, namespace, name, phase):
+    status = (await task(kube, namespace, name)).get("status") or {}
+    return next((e for e in status.get("executions") or [] if e.get("phase") == phase), None)
+
+
+async def _only_jobs(kube, namespace, name, wanted):
+    jobs = await jobs_of(kube, namespace, name)
+    return jobs if {j["metadata"]["name"] for j in jobs} == wanted else None
 
 
 @pytest.mark.parametrize(

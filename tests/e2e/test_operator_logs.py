@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import REPO
+from cluster import REPO
 from controller.kube import NotFound
 from controller.kube.resources import PODS, Resource
 from crilog import sha256_file, write_cri_log

@@ -11,11 +11,9 @@ The three Tasks are created together so they tick at the same minutes; the test 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from controller.kube.resources import JOBS
+from controller.kube.resources import EVENTS, JOBS
 from controller.model.labels import LABEL_TASK
 from tasks import create_task, eventually, task, task_manifest
 
@@ -32,6 +30,12 @@ def _finished(job: dict) -> bool:
 async def _jobs(kube, namespace, name):
     listed = await kube.list(JOBS, namespace=namespace, label_selector=f"{LABEL_TASK}={name}")
     return [j for j in listed["items"] if not j["metadata"].get("deletionTimestamp")]
+
+
+async def _cronjob_events(kube, namespace, name, reason):
+    listed = await kube.list(EVENTS, namespace=namespace,
+                             field_selector=f"involvedObject.kind=CronJob,involvedObject.name={name},reason={reason}")
+    return listed["items"]
 
 
 async def _executions(kube, namespace, name):
@@ -62,7 +66,9 @@ async def test_every_minute_with_90_second_runs_under_each_concurrency_policy(op
     assert "deleted before it finished" in oldest["message"]
 
     # Forbid, at the same tick: the second run was skipped; the first still runs alone.
-    await asyncio.sleep(5)  # past the tick by a margin, for the CronJob controller's sync
+    # The CronJob controller says so when it skips a run: wait for that, not for a margin of time.
+    await eventually(lambda: _cronjob_events(kube, namespace, "forbid", "JobAlreadyActive"), timeout=60, interval=1,
+                     message="Forbid: the CronJob controller skipped the run")
     jobs = await _jobs(kube, namespace, "forbid")
     assert len(jobs) == 1 and not _finished(jobs[0]), [j["metadata"]["name"] for j in jobs]
     assert [e["phase"] for e in await _executions(kube, namespace, "forbid")] == ["Running"]

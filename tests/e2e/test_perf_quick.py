@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from cluster import REPO
 
 pytestmark = pytest.mark.e2e
 

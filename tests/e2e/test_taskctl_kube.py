@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,28 +19,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.kube.resources import CRONJOBS, JOBS, TASKS, Resource
+from cluster import BIN, CLUSTER_LOGS, REPO, taskctl
+from controller.kube.resources import CRONJOBS, JOBS, TASKS
 from controller.model import parse_time
-from tasks import eventually, task, task_manifest, wait_phase
+from tasks import eventually, pods_of, task, task_manifest, wait_phase
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"
-BIN = Path(sys.executable).parent
-CLUSTER_LOGS = Resource(group="kwok.x-k8s.io", version="v1alpha1", plural="clusterlogs", kind="ClusterLogs",
-                        namespaced=False)
 LOG_LINES = [f"step {i}: {'ERROR retrying' if i % 4 == 0 else 'invoking hubble_agent'}" for i in range(1, 13)]
-
-
-def taskctl(kubeconfig: str, *args: str, input: str | None = None, now: str | None = None,
-            home: Path | None = None, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    base = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(home or Path("/nonexistent-home")), "KUBECONFIG": kubeconfig,
-            "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
-    if now:
-        base["TASKCTL_NOW"] = now
-    return subprocess.run([str(BIN / "taskctl"), *args], capture_output=True, text=True, input=input,
-                          env={**base, **env}, timeout=timeout)
 
 
 def ok(done: subprocess.CompletedProcess) -> str:
@@ -71,7 +57,7 @@ async def test_list_describe_executions_every_format(kubeconfig, installed, oper
     )
     out = ok(taskctl(kubeconfig, "create", "-f", str(path), "-n", namespace))
     assert out.splitlines() == [f"task/{n} created" for n in ("hubble-yearly", "report-once", "import-once")]
-    time.sleep(1.1)  # newest first, then by name: hubble-hourly leads the golden table either way
+    # Created after those, or in the same second: newest first, then by name, it leads the golden table either way.
     hourly = tmp_path / "hourly.yaml"
     hourly.write_text(yaml.safe_dump(task_manifest("hubble-hourly", schedule="@hourly", timeZone="Europe/Paris",
                                                    concurrencyPolicy="Forbid")))
@@ -226,11 +212,13 @@ async def pod_logs(kube, namespace, tmp_path):
 async def test_logs_follow_stops_when_the_pod_finishes(kubeconfig, installed, operator, kube, namespace, tmp_path, pod_logs):
     ok(taskctl(kubeconfig, "create", "-f", str(write_manifests(tmp_path, task_manifest("slow-report", run_for="8s"))),
                "-n", namespace))
-    started = time.monotonic()
+    # --follow starts before the pod (8 s) has finished, and returns by itself (no timeout) once
+    # it has: the pod is terminal when it returns.
+    assert not [p for p in await pods_of(kube, namespace, "slow-report") if _pod_phase(p) in ("Succeeded", "Failed")]
     done = await asyncio.to_thread(taskctl, kubeconfig, "logs", "slow-report", "--follow", "-n", namespace, timeout=90)
-    elapsed = time.monotonic() - started
     assert ok(done).splitlines() == LOG_LINES
-    assert 5 < elapsed < 40, f"--follow returned after {elapsed:.1f}s; the pod runs 8s"
+    assert [_pod_phase(p) for p in await pods_of(kube, namespace, "slow-report")] == ["Succeeded"], \
+        "--follow returned before the pod finished"
     obj = await task(kube, namespace, "slow-report")
     assert obj["status"]["phase"] in ("Succeeded", "Running")  # the pod is done; the Job a moment later
 
@@ -248,6 +236,10 @@ async def test_logs_follow_stops_when_the_pod_finishes(kubeconfig, installed, op
     raw = ok(taskctl(kubeconfig, "logs", "slow-report", "--raw", "-n", namespace))
     assert raw.splitlines() == LOG_LINES
     assert ok(taskctl(kubeconfig, "logs", "slow-report", "--since", "1h", "-n", namespace)).splitlines() == LOG_LINES
+
+
+def _pod_phase(pod: dict) -> str | None:
+    return (pod.get("status") or {}).get("phase")
 
 
 async def test_logs_errors(kubeconfig, installed, operator, kube, namespace, tmp_path):

@@ -71,6 +71,11 @@ class FakeClock:
         return sum(1 for _, _, waiter in self._sleepers if not waiter.done())
 
     @property
+    def deadlines(self) -> list[float]:
+        """The deadlines of the parked sleepers, earliest first."""
+        return sorted(d for d, _, waiter in self._sleepers if not waiter.done())
+
+    @property
     def next_deadline(self) -> float | None:
         """The earliest deadline of a parked sleeper, if any."""
         deadlines = [d for d, _, waiter in self._sleepers if not waiter.done()]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -267,3 +268,18 @@ class FakeGateway:
         log.complete = True
         log.sha256 = digest
         return web.json_response({"size": len(log.data), "sha256": digest})
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` (state reached over the loopback server) until it holds; fail after
+    ``timeout`` seconds, naming ``what`` it waited for."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() >= deadline:
+            raise AssertionError(f"not true after {timeout}s: {what}")
+        await asyncio.sleep(0.005)
+
+
+def follows(api: "FakeLogApi") -> list[dict]:
+    """The follow requests the log API has seen."""
+    return [r for r in api.requests if r["follow"] == "true"]

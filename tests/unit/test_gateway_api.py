@@ -22,23 +22,22 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-import aiohttp
 import pytest
-import structlog
 from fakeclock import FakeClock
+from gateway_harness import Gateway, Sections, capture_logger
 from prometheus_client import CollectorRegistry
 from s3server import s3_server  # noqa: F401 - the session fixture of the "s3" variant
 
 from gateway import openapi, webpage
 from gateway.auth import parse_user_tokens
 from gateway.model import format_time
-from gateway.server import RunningGateway, build_app, start
-from gateway.settings import AuthSettings, HttpSettings, LogSettings, RetentionSettings, S3Settings, Settings, StorageSettings
+from gateway.server import build_app, start
+from gateway.settings import Settings, StorageSettings
 
 TOKEN = "tok-" + uuid.uuid4().hex
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -113,9 +112,10 @@ def store_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-#: Tests that look into the local blob directory itself; their S3 equivalents are in test_gateway_s3.py.
-_LOCAL_LAYOUT_TESTS = ("test_logs_as_rows_on_a_20mb_log", "test_retention_sweeper_removes_record_and_blob_together",
-                       "test_restart_keeps_records_logs_and_resumes_hashing")
+#: For tests that look into the local blob directory itself: they run on the stores that keep logs
+#: there (their S3 equivalents are in test_gateway_s3.py). Direct parametrization of ``store_kind``
+#: replaces the fixture's three values for that test.
+local_blobs_only = pytest.mark.parametrize("store_kind", ["sqlite", "postgres"])
 
 
 @pytest.fixture
@@ -140,101 +140,29 @@ async def database_url(store_kind: str, tmp_path: Path, request: pytest.FixtureR
         await admin.close()
 
 
-# --- the gateway under test ---------------------------------------------------------------------
-
-
-@dataclass
-class Gateway:
-    running: RunningGateway
-    http: aiohttp.ClientSession
-    clock: FakeClock
-    logs: io.StringIO
-    blob_dir: Path
-    settings: Settings
-    auth: dict[str, str] = field(default_factory=lambda: {"Authorization": f"Bearer {TOKEN}"})
-
-    @property
-    def url(self) -> str:
-        return self.running.public_url
-
-    @property
-    def internal(self) -> str:
-        return self.running.internal_url
-
-    async def call(self, method: str, path: str, *, internal: bool = False, **kw: Any) -> tuple[int, Any]:
-        base = self.internal if internal else self.url
-        headers = {**(self.auth if internal else {}), **kw.pop("headers", {})}
-        async with self.http.request(method, base + path, headers=headers, **kw) as resp:
-            raw = await resp.read()
-            if resp.content_type == "application/json":
-                return resp.status, json.loads(raw)
-            return resp.status, raw
-
-    async def get(self, path: str, **params: Any) -> tuple[int, Any]:
-        return await self.call("GET", path, params=params)
-
-    async def put_record(self, name: str, **fields: Any) -> tuple[int, Any]:
-        body = {"namespace": "ns", "kind": "execution", "sequence": 1, **fields}
-        return await self.call("PUT", f"/internal/tasks/{name}", internal=True, json=body)
-
-    async def upload(self, name: str, data: bytes, offset: int, ts: datetime | None = None) -> tuple[int, Any]:
-        headers = {"X-Log-Timestamp": ts.isoformat()} if ts is not None else {}
-        return await self.call("PUT", f"/internal/tasks/{name}/logs?offset={offset}", internal=True, data=data, headers=headers)
-
-    async def finalize(self, name: str, size: int, sha256: str | None) -> tuple[int, Any]:
-        return await self.call(
-            "POST", f"/internal/tasks/{name}/logs/finalize", internal=True, json={"size": size, "sha256": sha256}
-        )
-
-    def blob(self, name: str) -> Path:
-        return self.blob_dir / "tasks" / name
-
-
-def capture_logger(buf: io.StringIO) -> Any:
-    return structlog.wrap_logger(
-        structlog.PrintLogger(file=buf),
-        processors=[structlog.processors.add_log_level, structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-    )
+# --- the gateway under test (gateway_harness.Gateway, started by conftest's make_gateway) -------------
 
 
 @pytest.fixture
-async def make_gateway(database_url: str, tmp_path: Path, store_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Gateway] = []
-    s3 = S3Settings()
+def clock() -> FakeClock:
+    return FakeClock(wall_start=T0)
+
+
+@pytest.fixture
+async def gateway_sections(database_url: str, store_kind: str, request: pytest.FixtureRequest) -> Sections:
+    """Every gateway here: the store chosen by ``store_kind``, small JSON and retention batches."""
+    sections: Sections = {
+        "http": {"max_json_bytes": 64 << 10},
+        "storage": {"database_url": database_url, "sqlite_readers": 2, "postgres_pool_size": 4, "fsync": True},
+        "auth": {"internal_token": TOKEN},
+        "retention": {"ttl_seconds": 30 * 86400, "sweep_interval_seconds": 3600, "batch_size": 7},
+        "logs": {"upload_lock_timeout": 5.0, "max_log_bytes": 1 << 30},
+    }
     if store_kind == "s3":
-        if request.node.originalname in _LOCAL_LAYOUT_TESTS:
-            pytest.skip("looks into the local blob directory; test_gateway_s3.py covers S3")
         server = request.getfixturevalue("s3_server")
-        s3 = S3Settings(url=f"s3://{await server.new_bucket()}/gw", endpoint_url=server.endpoint,
-                        access_key_id=server.access_key_id, secret_access_key=server.secret_access_key)
-
-    async def make(**overrides: Any) -> Gateway:
-        assert not started, "one gateway per test (one database)"
-        blob_dir = tmp_path / "blobs"
-        settings = Settings(
-            http=HttpSettings(host="127.0.0.1", port=0, max_json_bytes=overrides.pop("max_json_bytes", 64 << 10),
-                              internal_port=overrides.pop("internal_port", None), shutdown_timeout=5),
-            storage=StorageSettings(database_url=database_url, blob_dir=str(blob_dir), sqlite_readers=2, postgres_pool_size=4),
-            auth=AuthSettings(internal_token=TOKEN, user_tokens=overrides.pop("user_tokens", None)),
-            retention=RetentionSettings(ttl_seconds=30 * 86400, sweep_interval_seconds=3600, batch_size=7),
-            logs=LogSettings(upload_lock_timeout=overrides.pop("upload_lock_timeout", 5.0),
-                             max_log_bytes=overrides.pop("max_log_bytes", 1 << 30)),
-            s3=s3,
-        )
-        assert not overrides, overrides
-        clock = FakeClock(wall_start=T0)
-        buf = io.StringIO()
-        running = await start(settings, clock=clock, registry=CollectorRegistry(), logger=capture_logger(buf))
-        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
-        gw = Gateway(running, http, clock, buf, blob_dir, settings)
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        await gw.http.close()
-        await gw.running.stop()
+        sections["s3"] = {"url": f"s3://{await server.new_bucket()}/gw", "endpoint_url": server.endpoint,
+                          "access_key_id": server.access_key_id, "secret_access_key": server.secret_access_key}
+    return sections
 
 
 @pytest.fixture
@@ -424,7 +352,7 @@ async def test_internal_api_needs_the_token_which_is_never_logged(gw: Gateway, c
 
 
 async def test_internal_api_on_its_own_port(make_gateway: Callable[..., Any]) -> None:
-    gw = await make_gateway(internal_port=0)
+    gw = await make_gateway(http={"internal_port": 0})
     assert gw.internal != gw.url
     async with gw.http.put(gw.url + "/internal/tasks/p-1", json={"namespace": "n", "kind": "task", "sequence": 1}, headers=gw.auth) as resp:
         assert_error(resp.status, await resp.json(), 404, "not_found")
@@ -566,7 +494,7 @@ async def test_lists_hold_only_readable_namespaces_and_page_across_them(make_gat
         {"user": "ab", "token": USER_TOKENS["ab"], "read": ["ns-a"], "write": ["ns-b"]},  # write implies read
         {"user": "all", "token": USER_TOKENS["all"], "read": ["*"]},
     ]}))
-    gw = await make_gateway(user_tokens=table)
+    gw = await make_gateway(auth={"user_tokens": table})
     records = _records(150)
     for i, rec in enumerate(records):
         rec["namespace"] = ("ns-a", "ns-b", "ns-c")[i % 3]  # neighbours in time sit in different namespaces
@@ -694,7 +622,7 @@ async def test_upload_resumes_after_a_dropped_connection(gw: Gateway) -> None:
         writer.write(data[i : i + 100_000])
         sent += 100_000
         await writer.drain()
-    await asyncio.sleep(0.2)
+    await _until(lambda: _bytes_received_above(gw, 0), "the gateway to hand the first bytes to the blob store")
     writer.transport.abort()
     # The gateway keeps what arrived, as whole bytes: ask where to resume.
     size = 0
@@ -775,13 +703,14 @@ async def test_cursor_is_stored_only_with_a_complete_body(gw: Gateway) -> None:
     assert_error(status, body, 400, "bad_cursor")
     # A body that ends early keeps the bytes that arrived but not its cursor.
     host, port = gw.internal.removeprefix("http://").split(":")
+    before = await _bytes_received(gw)
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
         (f"PUT {put.format(6)} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
          "X-Log-Cursor: never-stored\r\nContent-Length: 100\r\n\r\n").encode() + b"e\nf\n"
     )
     await writer.drain()
-    await asyncio.sleep(0.3)
+    await _until(lambda: _bytes_received_above(gw, before), "the gateway to hand the partial body to the blob store")
     writer.transport.abort()
     # An empty PUT at the stored size waits for the dropped upload to release the log.
     size = 6
@@ -812,7 +741,7 @@ async def test_empty_log_finalizes(gw: Gateway) -> None:
 
 
 async def test_second_upload_waits_then_conflicts(make_gateway: Callable[..., Any]) -> None:
-    gw = await make_gateway(upload_lock_timeout=0.3)
+    gw = await make_gateway(logs={"upload_lock_timeout": 0.3})
     host, port = gw.internal.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
@@ -837,7 +766,7 @@ async def test_second_upload_waits_then_conflicts(make_gateway: Callable[..., An
 
 
 async def test_log_size_limit(make_gateway: Callable[..., Any]) -> None:
-    gw = await make_gateway(max_log_bytes=1000)
+    gw = await make_gateway(logs={"max_log_bytes": 1000})
     assert (await gw.upload("big-1", b"x" * 600, 0))[0] == 200
     status, body = await gw.upload("big-1", b"y" * 600, 600)
     assert_error(status, body, 413, "payload_too_large")
@@ -975,6 +904,7 @@ async def run_row_queries(gw: Gateway, name: str, ref: Reference, stamps: list[d
     assert collected == ref.rows(list(range(1000)))
 
 
+@local_blobs_only
 async def test_logs_as_rows_on_a_20mb_log(gw: Gateway) -> None:
     data = generate_log(20 << 20, seed=1)
     name = "rows-20mb-28950000"
@@ -1050,6 +980,18 @@ async def test_raw_download_ranges(gw: Gateway) -> None:
 # --- retention ------------------------------------------------------------------------------------
 
 
+async def _bytes_received(gw: Gateway) -> float:
+    """``gateway_log_bytes_received_total`` from the gateway's own /metrics."""
+    status, text = await gw.call("GET", "/metrics")
+    assert status == 200
+    return next(float(line.split()[1]) for line in text.decode().splitlines()
+                if line.startswith("gateway_log_bytes_received_total "))
+
+
+async def _bytes_received_above(gw: Gateway, floor: float) -> bool:
+    return await _bytes_received(gw) > floor
+
+
 async def _until(predicate: Callable[[], Any], what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -1059,6 +1001,7 @@ async def _until(predicate: Callable[[], Any], what: str, timeout: float = 10.0)
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@local_blobs_only
 async def test_retention_sweeper_removes_record_and_blob_together(gw: Gateway) -> None:
     for name in ("old-1", "old-2", "kept-1"):
         await gw.put_record(name)
@@ -1104,6 +1047,7 @@ async def test_retention_sweeper_removes_record_and_blob_together(gw: Gateway) -
 # --- lifecycle ------------------------------------------------------------------------------------
 
 
+@local_blobs_only
 async def test_restart_keeps_records_logs_and_resumes_hashing(make_gateway: Callable[..., Any], database_url: str, tmp_path: Path) -> None:
     gw = await make_gateway()
     data = b"".join(b"line %d\n" % i for i in range(50_000))

@@ -17,12 +17,11 @@ import json
 import logging
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
-import aiohttp
 import pytest
-import structlog
 from fakeclock import FakeClock
+from gateway_harness import Gateway, Sections, bearer, capture_logger, gateway_settings
 from prometheus_client import CollectorRegistry
 
 from gateway.auth import (
@@ -37,8 +36,7 @@ from gateway.auth import (
     scope_list,
 )
 from gateway.model import ListQuery
-from gateway.server import RunningGateway, build_app, start
-from gateway.settings import AuthSettings, HttpSettings, LogSettings, Settings, StorageSettings
+from gateway.server import build_app
 
 INTERNAL = "internal-" + uuid.uuid4().hex
 ANN = "ann-" + uuid.uuid4().hex  # reads and writes team-a
@@ -50,10 +48,6 @@ USERS = parse_user_tokens(json.dumps({"tokens": [
     {"user": "root", "token": ROOT, "read": ["*"], "write": ["team-c"]},
 ]}))
 ALL_TOKENS = (INTERNAL, ANN, BOB, ROOT)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 # --- pure ----------------------------------------------------------------------------------------
@@ -132,77 +126,25 @@ def test_require_write() -> None:
 # --- the real app ----------------------------------------------------------------------------------
 
 
-class Gw:
-    def __init__(self, running: RunningGateway, http: aiohttp.ClientSession, logs: io.StringIO) -> None:
-        self.running = running
-        self.http = http
-        self.logs = logs
-
-    async def call(self, method: str, path: str, token: str | None = None, *, internal: bool = False,
-                   headers: dict[str, str] | None = None, **kw: Any) -> tuple[int, Any, Any]:
-        base = self.running.internal_url if internal else self.running.public_url
-        all_headers = {**(bearer(token) if token else {}), **(headers or {})}
-        async with self.http.request(method, base + path, headers=all_headers, **kw) as resp:
-            raw = await resp.read()
-            body = json.loads(raw) if resp.content_type == "application/json" else raw
-            return resp.status, body, resp.headers
-
-    async def put_record(self, name: str, namespace: str, **fields: Any) -> None:
-        body = {"namespace": namespace, "kind": "execution", "sequence": 1, **fields}
-        status, answer, _ = await self.call("PUT", f"/internal/tasks/{name}", INTERNAL, internal=True, json=body)
-        assert status == 200, answer
-
-    async def log(self, name: str, data: bytes) -> None:
-        status, answer, _ = await self.call("PUT", f"/internal/tasks/{name}/logs?offset=0", INTERNAL, internal=True, data=data)
-        assert status == 200, answer
-        body = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        status, answer, _ = await self.call("POST", f"/internal/tasks/{name}/logs/finalize", INTERNAL, internal=True, json=body)
-        assert status == 200, answer
+@pytest.fixture
+def gateway_sections() -> Sections:
+    """Every gateway here: the operator's token INTERNAL, the user tokens USERS, auth required."""
+    return {"auth": {"internal_token": INTERNAL, "user_tokens": USERS, "require_auth": True},
+            "logs": {"follow_idle_timeout": 2.0}}
 
 
-def capture_logger(buf: io.StringIO) -> Any:
-    return structlog.wrap_logger(
-        structlog.PrintLogger(file=buf),
-        processors=[structlog.processors.add_log_level, structlog.processors.JSONRenderer()],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
-    )
-
-
-def settings_for(tmp: Path, users: TokenTable | None, internal_port: int | None = None) -> Settings:
-    return Settings(
-        http=HttpSettings(host="127.0.0.1", port=0, internal_port=internal_port, shutdown_timeout=5),
-        storage=StorageSettings(database_url=f"sqlite:///{tmp}/tasks.db", blob_dir=str(tmp / "blobs"), fsync=False),
-        auth=AuthSettings(internal_token=INTERNAL, user_tokens=users, require_auth=users is not None),
-        logs=LogSettings(follow_idle_timeout=2.0),
-    )
+#: A gateway without user tokens: the public API open (and saying so).
+OPEN = {"auth": {"user_tokens": None, "require_auth": False}}
 
 
 @pytest.fixture
-async def make_gw(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Gw] = []
-
-    async def make(users: TokenTable | None = USERS, internal_port: int | None = None) -> Gw:
-        buf = io.StringIO()
-        running = await start(settings_for(tmp_path / str(len(started)), users, internal_port), clock=FakeClock(),
-                              registry=CollectorRegistry(), logger=capture_logger(buf))
-        gw = Gw(running, aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)), buf)
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        await gw.http.close()
-        await gw.running.stop()
-
-
-@pytest.fixture
-async def gw(make_gw: Callable[..., Any]) -> Gw:
+async def gw(make_gateway: Callable[..., Any]) -> Gateway:
     """A gateway with user tokens and, in team-a and team-b, a task with one execution and its
     sealed log each, plus a log that arrived before its record (a placeholder, namespace '')."""
-    gw = await make_gw()
+    gw = await make_gateway()
     for team in ("team-a", "team-b"):
-        await gw.put_record(f"{team}-task", team, kind="task", type="scheduled", schedule="@hourly")
-        await gw.put_record(f"{team}-task-1", team, parent=f"{team}-task", status="Succeeded")
+        await gw.record(f"{team}-task", team, kind="task", type="scheduled", schedule="@hourly")
+        await gw.record(f"{team}-task-1", team, parent=f"{team}-task", status="Succeeded")
         await gw.log(f"{team}-task-1", f"hello from {team}\n".encode())
     await gw.log("early-1", b"before the record\n")
     return gw
@@ -229,12 +171,12 @@ def route(template: str, team: str) -> str:
     return template.format(name=f"{team}-task-1", task=f"{team}-task")
 
 
-async def test_no_token_or_an_unknown_one_is_401_with_www_authenticate(gw: Gw) -> None:
+async def test_no_token_or_an_unknown_one_is_401_with_www_authenticate(gw: Gateway) -> None:
     calls = [("GET", route(r, "team-a")) for r in READ_ROUTES] + WRITE_ROUTES + [("GET", "/v1/nowhere")]
     for method, path in calls:
         for headers, error in (({}, None), ({"Authorization": f"Basic {ANN}"}, None), ({"Authorization": ANN}, None),
                                (bearer("wrong-token-0123456789"), "invalid_token"), (bearer(ANN + "x"), "invalid_token")):
-            status, body, resp_headers = await gw.call(method, path, headers=headers, json={"input": "x"})
+            status, body, resp_headers = await gw.request(method, path, headers=headers, json={"input": "x"})
             assert status == 401, (method, path, headers)
             assert body["error"]["code"] == "unauthorized" and body["error"]["message"]
             challenge = resp_headers["WWW-Authenticate"]
@@ -242,38 +184,38 @@ async def test_no_token_or_an_unknown_one_is_401_with_www_authenticate(gw: Gw) -
             assert (f'error="{error}"' in challenge) if error else "error=" not in challenge
     # Probes, scrapes and the document stay open.
     for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
-        assert (await gw.call("GET", path))[0] == 200, path
+        assert (await gw.request("GET", path))[0] == 200, path
 
 
-async def test_reads_in_readable_namespaces_only_elsewhere_the_same_404_as_nothing(gw: Gw) -> None:
+async def test_reads_in_readable_namespaces_only_elsewhere_the_same_404_as_nothing(gw: Gateway) -> None:
     for template in READ_ROUTES[1:]:
-        status, body, _ = await gw.call("GET", route(template, "team-a"), ANN)
+        status, body, _ = await gw.request("GET", route(template, "team-a"), ANN)
         assert status == 200, (template, body)
-        hidden = await gw.call("GET", route(template, "team-b"), ANN)
-        missing = await gw.call("GET", route(template, "team-z"), ANN)
+        hidden = await gw.request("GET", route(template, "team-b"), ANN)
+        missing = await gw.request("GET", route(template, "team-z"), ANN)
         assert hidden[0] == missing[0] == 404, (template, hidden[1], missing[1])
         assert hidden[1]["error"]["message"].replace("team-b", "team-z") == missing[1]["error"]["message"]
         # bob reads both teams; root reads everything.
-        assert (await gw.call("GET", route(template, "team-b"), BOB))[0] == 200, template
-        assert (await gw.call("GET", route(template, "team-b"), ROOT))[0] == 200, template
-    status, raw, _ = await gw.call("GET", "/v1/tasks/team-a-task-1/logs/raw", ANN)
+        assert (await gw.request("GET", route(template, "team-b"), BOB))[0] == 200, template
+        assert (await gw.request("GET", route(template, "team-b"), ROOT))[0] == 200, template
+    status, raw, _ = await gw.request("GET", "/v1/tasks/team-a-task-1/logs/raw", ANN)
     assert raw == b"hello from team-a\n"
-    status, rows, _ = await gw.call("GET", "/v1/tasks/team-a-task-1/logs", ANN)
+    status, rows, _ = await gw.request("GET", "/v1/tasks/team-a-task-1/logs", ANN)
     assert [r["text"] for r in rows["rows"]] == ["hello from team-a"]
     # Lists: only what may be read.
-    names = {user: sorted(r["name"] for r in (await gw.call("GET", "/v1/tasks", token))[1]["items"])
+    names = {user: sorted(r["name"] for r in (await gw.request("GET", "/v1/tasks", token))[1]["items"])
              for user, token in (("ann", ANN), ("bob", BOB), ("root", ROOT))}
     assert names["ann"] == ["team-a-task", "team-a-task-1"]
     assert names["bob"] == ["team-a-task", "team-a-task-1", "team-b-task", "team-b-task-1"]
     assert names["root"] == ["early-1", *names["bob"]]
-    assert (await gw.call("GET", "/v1/tasks?namespace=team-b", ANN))[1] == {"items": [], "nextCursor": None}
+    assert (await gw.request("GET", "/v1/tasks?namespace=team-b", ANN))[1] == {"items": [], "nextCursor": None}
     # A log without its record yet (namespace '') is visible to "*" readers only.
-    assert (await gw.call("GET", "/v1/tasks/early-1/logs/raw", ROOT))[1] == b"before the record\n"
+    assert (await gw.request("GET", "/v1/tasks/early-1/logs/raw", ROOT))[1] == b"before the record\n"
     for path in ("/v1/tasks/early-1", "/v1/tasks/early-1/logs", "/v1/tasks/early-1/logs/raw", "/v1/tasks/early-1/logs/follow"):
-        assert (await gw.call("GET", path, BOB))[0] == 404, path
+        assert (await gw.request("GET", path, BOB))[0] == 404, path
 
 
-async def test_schedule_operations_need_write_scope_on_the_namespace(gw: Gw) -> None:
+async def test_schedule_operations_need_write_scope_on_the_namespace(gw: Gateway) -> None:
     # Without Kubernetes access, a 503 kubernetes_not_configured means the caller was allowed.
     cases = [
         (ANN, "team-a", 503), (ANN, "team-b", 403), (ANN, None, 403),  # None: --namespace, "default"
@@ -283,65 +225,65 @@ async def test_schedule_operations_need_write_scope_on_the_namespace(gw: Gw) -> 
     for token, namespace, expected in cases:
         for method, path in WRITE_ROUTES:
             params = {"namespace": namespace} if namespace else {}
-            status, body, _ = await gw.call(method, path, token, params=params, json={"input": "in"})
+            status, body, _ = await gw.request(method, path, token, params=params, json={"input": "in"})
             assert status == expected, (method, path, namespace, body)
             if expected == 403:
                 assert body["error"]["code"] == "forbidden" and f"namespace {namespace or 'default'!r}" in body["error"]["message"]
             else:
                 assert body["error"]["code"] == "kubernetes_not_configured"
     # Input is still checked first (400), and the scope before the body is read.
-    assert (await gw.call("POST", "/v1/tasks/x/pause?namespace=Bad_NS", BOB))[0] == 400
-    status, body, _ = await gw.call("POST", "/v1/agents/a/invoke?namespace=team-b", ANN, data=b"not json")
+    assert (await gw.request("POST", "/v1/tasks/x/pause?namespace=Bad_NS", BOB))[0] == 400
+    status, body, _ = await gw.request("POST", "/v1/agents/a/invoke?namespace=team-b", ANN, data=b"not json")
     assert status == 403, body
 
 
 @pytest.mark.parametrize("internal_port", [pytest.param(None, id="one-port"), pytest.param(0, id="own-internal-port")])
-async def test_operator_token_and_user_tokens_do_not_cross(make_gw: Callable[..., Any], internal_port: int | None) -> None:
-    gw = await make_gw(internal_port=internal_port)
-    await gw.put_record("ex-1", "team-a")
-    status, body, headers = await gw.call("GET", "/v1/tasks/ex-1", INTERNAL)
+async def test_operator_token_and_user_tokens_do_not_cross(make_gateway: Callable[..., Any], internal_port: int | None) -> None:
+    gw = await make_gateway(http={"internal_port": internal_port})
+    await gw.record("ex-1", "team-a")
+    status, body, headers = await gw.request("GET", "/v1/tasks/ex-1", INTERNAL)
     assert status == 401 and body["error"]["code"] == "unauthorized" and "WWW-Authenticate" in headers
-    assert (await gw.call("POST", "/v1/tasks/ex-1/pause?namespace=team-a", INTERNAL))[0] == 401
+    assert (await gw.request("POST", "/v1/tasks/ex-1/pause?namespace=team-a", INTERNAL))[0] == 401
     for token in (ANN, ROOT):
-        status, body, headers = await gw.call("GET", "/internal/tasks/ex-1/logs/state", token, internal=True)
+        status, body, headers = await gw.request("GET", "/internal/tasks/ex-1/logs/state", token, internal=True)
         assert status == 401 and "WWW-Authenticate" in headers, body
-        status, body, _ = await gw.call("PUT", "/internal/tasks/ex-1", token, internal=True,
+        status, body, _ = await gw.request("PUT", "/internal/tasks/ex-1", token, internal=True,
                                         json={"namespace": "team-a", "kind": "execution", "sequence": 5})
         assert status == 401, body
-    assert (await gw.call("GET", "/v1/tasks/ex-1", ANN))[1]["sequence"] == 1  # nothing was written
-    assert (await gw.call("GET", "/internal/tasks/ex-1/logs/state", INTERNAL, internal=True))[0] == 200
+    assert (await gw.request("GET", "/v1/tasks/ex-1", ANN))[1]["sequence"] == 1  # nothing was written
+    assert (await gw.request("GET", "/internal/tasks/ex-1/logs/state", INTERNAL, internal=True))[0] == 200
 
 
-async def test_tokens_never_reach_a_log_line(gw: Gw, caplog: pytest.LogCaptureFixture) -> None:
+async def test_tokens_never_reach_a_log_line(gw: Gateway, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     for token in (*ALL_TOKENS, "wrong-token-0123456789"):
         for template in READ_ROUTES:
-            await gw.call("GET", route(template, "team-a"), token)
-            await gw.call("GET", route(template, "team-b") + "?bogus=1", token)
+            await gw.request("GET", route(template, "team-a"), token)
+            await gw.request("GET", route(template, "team-b") + "?bogus=1", token)
         for method, path in WRITE_ROUTES:
-            await gw.call(method, path, token, params={"namespace": "team-a"}, json={"input": "x"})
-        await gw.call("GET", "/internal/tasks/team-a-task-1/logs/state", token, internal=True)
+            await gw.request(method, path, token, params={"namespace": "team-a"}, json={"input": "x"})
+        await gw.request("GET", "/internal/tasks/team-a-task-1/logs/state", token, internal=True)
     logged = gw.logs.getvalue() + "\n".join(r.getMessage() for r in caplog.records)
     assert '"status": 401' in logged and '"status": 403' in logged and '"user": "ann"' in logged
     for token in (*ALL_TOKENS, "wrong-token-0123456789", hashlib.sha256(ANN.encode()).hexdigest()):
         assert token not in logged
 
 
-async def test_without_user_tokens_the_api_is_open_and_says_so(make_gw: Callable[..., Any]) -> None:
-    gw = await make_gw(users=None)
-    await gw.put_record("ex-1", "team-a")
+async def test_without_user_tokens_the_api_is_open_and_says_so(make_gateway: Callable[..., Any]) -> None:
+    gw = await make_gateway(**OPEN)
+    await gw.record("ex-1", "team-a")
     for headers in ({}, bearer("anything-at-all-0123456789"), bearer(INTERNAL)):
-        assert (await gw.call("GET", "/v1/tasks/ex-1", headers=headers))[0] == 200
+        assert (await gw.request("GET", "/v1/tasks/ex-1", headers=headers))[0] == 200
     warnings = [json.loads(line) for line in gw.logs.getvalue().splitlines() if '"warning"' in line]
     assert [w["event"] for w in warnings] == ["public API is unauthenticated: set --user-tokens-file"]
-    secured = await make_gw()
+    secured = await make_gateway()
     assert "unauthenticated" not in secured.logs.getvalue()
     assert '"public API needs user tokens"' in secured.logs.getvalue()
     assert all(t not in secured.logs.getvalue() for t in ALL_TOKENS)
 
 
 def test_require_auth_without_user_tokens_does_not_build(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, None)
-    settings = Settings(**{**settings.__dict__, "auth": AuthSettings(internal_token=INTERNAL, require_auth=True)})
+    settings = gateway_settings(tmp_path, {"auth": {"internal_token": INTERNAL, "require_auth": True}})
+    assert settings.auth.user_tokens is None
     with pytest.raises(ValueError, match="require_auth"):
         build_app(settings, clock=FakeClock(), registry=CollectorRegistry(), logger=capture_logger(io.StringIO()))

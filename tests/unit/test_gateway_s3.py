@@ -256,7 +256,7 @@ async def test_upload_resumes_after_a_dropped_connection_over_http(s3_server: S3
         for i in range(0, sent, 500_000):
             writer.write(data[i : i + 500_000])
             await writer.drain()
-        await asyncio.sleep(0.3)
+        await _until_received(running.public_url, 2 * MIN_PART)  # two whole parts, then the drop
         writer.transport.abort()
         async with aiohttp.ClientSession() as http:
             size = 0
@@ -290,3 +290,19 @@ async def test_a_missing_bucket_fails_at_startup(s3_server: S3Server) -> None:  
     with pytest.raises(Exception) as failed:
         await st.open()
     assert "HeadBucket" in str(failed.value)
+
+
+async def _until_received(url: str, at_least: int, timeout: float = 30.0) -> None:
+    """Wait until the gateway's ``gateway_log_bytes_received_total`` (bytes handed to the blob
+    store) reaches ``at_least``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(f"{url}/metrics") as resp:
+                text = await resp.text()
+            received = next((float(line.split()[1]) for line in text.splitlines()
+                             if line.startswith("gateway_log_bytes_received_total ")), 0.0)
+            if received >= at_least:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"only {received} bytes received"
+            await asyncio.sleep(0.02)

@@ -15,7 +15,8 @@ from controller.logs.metrics import LogMetrics
 from controller.logs.pool import LogShipperPool, PoolClosed
 from controller.logs.shipper import Lost, ShipOptions, Stored
 from controller.logs.sinks import DirectorySink
-from logs_fakes import FakeLogApi, FakePod, Rec, content_of, ts
+from fakeclock import FakeClock
+from logs_fakes import FakeLogApi, FakePod, Rec, content_of, follows, ts, until
 
 FAST = ShipOptions(chunk_bytes=4096, flush_seconds=0.05, backoff_base=0.01, backoff_max=0.05,
                    follow_end_pause=0.05)
@@ -92,10 +93,8 @@ async def test_twenty_executions_never_run_more_than_four_streams(api, client, t
     # loaded machine is slow to start them.
     while len(pool.active) < 4:
         await asyncio.sleep(0.005)
-    for i in range(20):  # the pods finish one after another
-        await asyncio.sleep(0.02)
-        while i not in terminals:
-            await asyncio.sleep(0.01)
+    for i in range(20):  # the pods finish one after another, each once its stream runs
+        await until(lambda: f"job-{i}" in pool.active or f"job-{i}" in done.outcomes, f"job-{i} to be shipped")
         terminals[i].set()
     await submitter
     await done.wait_for(20)
@@ -128,7 +127,9 @@ async def test_a_full_queue_makes_submit_wait(api, client, tmp_path):
     await pool.submit("job-2", "ns", "pod-2", None, terminals[2])
     assert registry.get_sample_value("fabric_log_queue_depth") == 2
     blocked = asyncio.create_task(pool.submit("job-3", "ns", "pod-3", None, terminals[3]))
-    await asyncio.sleep(0.2)
+    # The one stream gets as far as following pod-0 (which never ends by itself): still no room.
+    await until(lambda: bool(follows(api)), "the stream of job-0 to follow its pod")
+    await until(lambda: pool.is_shipping("job-3"), "the fourth submit to be waiting")
     assert not blocked.done()  # backpressure: no room until a stream frees one
     assert pool.is_shipping("job-3")  # ...but a duplicate submit would already be a no-op
     terminals[0].set()
@@ -182,14 +183,20 @@ async def test_lost_logs_are_reported_and_counted(api, client, tmp_path):
 
 async def test_close_cancels_streams_after_the_drain_and_refuses_submits(api, client, tmp_path):
     done = Done()
-    pool = make_pool(client, tmp_path, done, max_streams=2)
+    clock = FakeClock()
+    pool = make_pool(client, tmp_path, done, max_streams=2, clock=clock)
     runner = asyncio.create_task(pool.run())
     for i in range(3):
         api.pods[("ns", f"pod-{i}")] = FakePod(recs_for(i))
         await pool.submit(f"job-{i}", "ns", f"pod-{i}", None, asyncio.Event())  # never terminal
-    while len(pool.active) < 2:
-        await asyncio.sleep(0.005)
-    await asyncio.wait_for(pool.close(drain_seconds=0.1), 5)
+    await until(lambda: len(follows(api)) == 2, "both streams to follow their pods")
+    drain_ends = clock.monotonic() + 30
+    closing = asyncio.create_task(pool.close(drain_seconds=30))
+    await until(lambda: drain_ends in clock.deadlines, "the drain to wait on the clock")
+    await clock.advance(29)
+    assert not closing.done(), "the streams get the whole drain"
+    await clock.advance(1)
+    await asyncio.wait_for(closing, 5)
     await asyncio.wait_for(runner, 5)
     assert done.outcomes == {}  # cancelled streams are not done; the next process resumes them
     assert pool.active == frozenset() and not pool.is_shipping("job-2")

@@ -16,7 +16,8 @@ from controller.clock import RealClock
 from controller.kube import KubeClient
 from controller.logs.shipper import Failed, Lost, Retained, ShipOptions, Shipper, Stored
 from controller.logs.sinks import DirectorySink, GatewaySink, NullSink
-from logs_fakes import FakeGateway, FakeLogApi, FakePod, Rec, content_of, split_line, ts
+from fakeclock import FakeClock
+from logs_fakes import FakeGateway, FakeLogApi, FakePod, Rec, content_of, follows, split_line, ts, until
 
 FAST = ShipOptions(chunk_bytes=4096, flush_seconds=0.05, backoff_base=0.01, backoff_max=0.05,
                    follow_end_pause=0.05)
@@ -51,13 +52,22 @@ async def client(api):
     await c.close()
 
 
-def shipper(client, **options) -> Shipper:
+def shipper(client, clock=None, **options) -> Shipper:
     opts = ShipOptions(**{**FAST.__dict__, **options})
-    return Shipper(client, clock=RealClock(), options=opts)
+    return Shipper(client, clock=clock or RealClock(), options=opts)
 
 
-async def finish_soon(api: FakeLogApi, terminal: asyncio.Event, delay: float = 0.3) -> None:
-    await asyncio.sleep(delay)
+async def end_when_following(api: FakeLogApi, terminal: asyncio.Event) -> None:
+    """The pod ends once the shipper follows its log (ending earlier, the catch-up read would
+    already see it terminal and never follow: not what these tests look at)."""
+    await until(lambda: bool(follows(api)), "the shipper to follow the log")
+    terminal.set()
+
+
+async def finish_soon(api: FakeLogApi, terminal: asyncio.Event) -> None:
+    """Every pod's container exits (the server ends its follows) and the pod turns terminal,
+    once the shipper has asked to follow."""
+    await until(lambda: bool(follows(api)), "the shipper to follow the log")
     for pod in api.pods.values():
         pod.phase_done = True
     terminal.set()
@@ -68,8 +78,9 @@ async def test_follow_then_final_read_is_byte_identical(api, client, tmp_path):
     api.pods[("ns", "p")] = FakePod(recs)
     terminal = asyncio.Event()
     sink = DirectorySink(tmp_path, fsync=False)
-    asyncio.get_running_loop().call_later(0.5, terminal.set)
+    ending = asyncio.create_task(end_when_following(api, terminal))
     outcome = await shipper(client).ship("job-1", "ns", "p", "main", sink, terminal)
+    await ending
     expected = content_of(recs)
     assert outcome == Stored(len(expected), hashlib.sha256(expected).hexdigest(), verified=True)
     assert sink.log_path("job-1").read_bytes() == expected
@@ -84,9 +95,10 @@ async def test_without_catch_up_the_log_is_followed_at_once(api, client, tmp_pat
     recs = sample(lines=500)
     api.pods[("ns", "p")] = FakePod(recs)
     terminal = asyncio.Event()
-    asyncio.get_running_loop().call_later(0.3, terminal.set)
+    ending = asyncio.create_task(end_when_following(api, terminal))
     sink = DirectorySink(tmp_path, fsync=False)
     outcome = await shipper(client, catch_up_bytes=0).ship("job-1", "ns", "p", "main", sink, terminal)
+    await ending
     assert isinstance(outcome, Stored) and sink.log_path("job-1").read_bytes() == content_of(recs)
     assert [r["follow"] for r in api.requests] == ["true", "false"]
     assert "sinceTime" not in api.requests[0]
@@ -97,12 +109,24 @@ async def test_lines_written_while_following_arrive_and_are_flushed_promptly(api
     api.pods[("ns", "p")] = pod
     terminal = asyncio.Event()
     sink = DirectorySink(tmp_path, fsync=False)
-    task = asyncio.create_task(shipper(client).ship("job-1", "ns", "p", None, sink, terminal))
+    clock = FakeClock()
+    task = asyncio.create_task(shipper(client, clock).ship("job-1", "ns", "p", None, sink, terminal))
+    log = sink.log_path("job-1")
+
+    def stored() -> bytes:
+        return log.read_bytes() if log.exists() else b""
+
+    await until(lambda: bool(follows(api)), "the shipper to follow the log")
     for i in range(5):
-        await asyncio.sleep(0.1)
         pod.recs.append(Rec(ts(1, i), b"more %d" % i))
         api.poke()
-    await asyncio.sleep(0.3)
+        # A partial batch is appended at the next flush tick of the clock, not held until the end.
+        expected = content_of(pod.recs)
+        for _ in range(200):
+            if stored() == expected:
+                break
+            await clock.advance(FAST.flush_seconds)
+            await asyncio.sleep(0.005)  # the loopback server's bytes arrive in real time
     # Still following, but what arrived is already stored (flush_seconds), not held.
     assert sink.log_path("job-1").read_bytes() == content_of(pod.recs)
     terminal.set()
@@ -195,11 +219,18 @@ async def test_a_silent_follow_is_reopened_from_the_cursor(api, client, tmp_path
     api.pods[("ns", "p")] = pod
     terminal = asyncio.Event()
     sink = DirectorySink(tmp_path, fsync=False)
-    task = asyncio.create_task(shipper(client, idle_reconnect_seconds=0.2).ship("job-1", "ns", "p", None, sink,
-                                                                              terminal))
-    await asyncio.sleep(0.7)
-    follows = [r for r in api.requests if r["follow"] == "true"]
-    assert len(follows) >= 2 and follows[-1]["sinceTime"] == "2025-06-01T10:00:00Z"
+    clock = FakeClock()
+    task = asyncio.create_task(shipper(client, clock, idle_reconnect_seconds=0.2).ship("job-1", "ns", "p", None, sink,
+                                                                                     terminal))
+    await until(lambda: len(follows(api)) == 1, "the first follow")
+    await clock.advance(0.1)
+    assert len(follows(api)) == 1, "not silent for idle_reconnect_seconds yet"
+    for _ in range(200):  # silent for 0.2 s of the clock, then reopened after follow_end_pause
+        if len(follows(api)) >= 2:
+            break
+        await clock.advance(FAST.flush_seconds)
+        await asyncio.sleep(0.005)
+    assert len(follows(api)) >= 2 and follows(api)[-1]["sinceTime"] == "2025-06-01T10:00:00Z"
     pod.recs.append(Rec(ts(0, 2), b"second"))
     api.poke()
     terminal.set()

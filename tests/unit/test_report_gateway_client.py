@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from test_report_support import TOKEN, GatewayServer, free_port, record
+from report_support import TOKEN, GatewayServer, free_port, record
 
 from controller.report.gateway_client import (
     GatewayClient,

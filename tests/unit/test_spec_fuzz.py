@@ -2,8 +2,8 @@
 answer is a ``TaskSpec`` or ``InvalidTask`` with a readable message naming a field, never another
 exception; parsing neither mutates its input nor depends on anything but it.
 
-Deterministic: the examples come from FABRIC_FUZZ_SEED (default below, printed by the test), so
-CI runs the same cases every time; set the variable to explore others.
+Deterministic: the examples come from FABRIC_FUZZ_SEED (default below; a failing example's report
+names it), so CI runs the same cases every time; set the variable to explore others.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import copy
 import json
 import os
 
-from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import HealthCheck, given, note, seed, settings
 from hypothesis import strategies as st
 
 from controller.model.errors import InvalidTask
@@ -74,6 +74,7 @@ tasks = st.fixed_dictionaries({
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(tasks)
 def test_parse_task_answers_a_spec_or_invalid_task_and_nothing_else(obj):
+    note(f"FABRIC_FUZZ_SEED={SEED}")  # printed with a falsifying example
     before = copy.deepcopy(obj)
     try:
         spec = parse_task(obj)
@@ -90,5 +91,22 @@ def test_parse_task_answers_a_spec_or_invalid_task_and_nothing_else(obj):
     assert obj == before, "parse_task must not change the object it reads (the informer's cache)"
 
 
-def test_the_seed_is_printed():
-    print(f"FABRIC_FUZZ_SEED={SEED}")
+def test_the_same_seed_draws_the_same_tasks():
+    """What makes a failure in CI reproducible from FABRIC_FUZZ_SEED alone."""
+
+    def draw() -> list[str]:
+        drawn: list[str] = []
+
+        @seed(SEED)
+        @settings(max_examples=50, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(tasks)
+        def collect(obj):
+            drawn.append(json.dumps(obj, sort_keys=True))
+
+        collect()
+        return drawn
+
+    first = draw()
+    assert len(set(first)) > 10, "the strategy draws varied Tasks"
+    assert draw() == first, f"FABRIC_FUZZ_SEED={SEED} drew different Tasks on a second run"

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import REPO, kubectl
+from cluster import REPO, kubectl
 from controller.kube.resources import PODS, Resource
 from logwriter import command as writer_command
 from logwriter import expected as writer_expected

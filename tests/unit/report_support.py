@@ -1,4 +1,4 @@
-"""Helpers shared by the ``test_report_*`` files; holds no tests (``__test__ = False``).
+"""Helpers shared by the ``test_report_*`` files (a helper module: no tests here).
 
 ``GatewayServer`` runs the real gateway app (``gateway.server.start``) on a loopback port over a
 temporary SQLite file, the way ``test_gateway_api.py`` does, and can be stopped and started again
@@ -29,8 +29,6 @@ from controller.model.spec import parse_task
 from controller.report.gateway_client import GatewayError, UpsertResult
 from gateway.server import RunningGateway, start
 from gateway.settings import AuthSettings, HttpSettings, Settings, StorageSettings
-
-__test__ = False
 
 TOKEN = "tok-" + uuid.uuid4().hex
 
