@@ -35,7 +35,7 @@ from controller.reconcile.admission import KEY as ADMISSION_KEY
 from controller.reconcile.admission import Admission, AdmissionMetrics
 from controller.reconcile.logs import LogCoordinator
 from controller.reconcile.loop import ReconcileLoop
-from controller.reconcile.metrics import ReconcileMetrics
+from controller.reconcile.metrics import ReconcileMetrics, TaskStatusCollector
 from controller.reconcile.task import TaskReconciler, job_key_of_pod, task_key_of_child
 from controller.report import GatewayClient, ReportMetrics, StatusReporter
 from controller.settings import Settings
@@ -121,6 +121,7 @@ class Operator:
             informer.add_handler(**_enqueue_handlers(task_key_of_child, self.queue))
 
         metrics = ReconcileMetrics(registry)
+        registry.register(TaskStatusCollector(self.tasks.store.list))
         self.events = EventRecorder(client, clock, component="fabric-task-operator",
                                     host=settings.leader_election.identity, registry=registry)
 

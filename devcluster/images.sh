@@ -98,7 +98,7 @@ project_key() {
   (
     cd "$repo"
     { echo Dockerfile; echo .dockerignore
-      git ls-files -co --exclude-standard -- pyproject.toml README.md controller gateway taskctl invoke
+      git ls-files -co --exclude-standard -- pyproject.toml README.md requirements controller gateway taskctl invoke
     } | sort -u | while read -r f; do [ -f "$f" ] && { echo "$f"; cat "$f"; }; done
     base_key
   ) | key_of

@@ -5,7 +5,8 @@ SERVICEMONITOR.yaml... > prometheus.yml``.
 Each ServiceMonitor endpoint becomes one scrape job the way the Prometheus Operator builds it:
 Kubernetes service discovery of ``endpoints`` in the ServiceMonitor's namespaces, kept when the
 Service's labels match ``spec.selector.matchLabels`` and the endpoint's port name is the
-endpoint's ``port``; ``path`` and ``interval`` carry over. So a ServiceMonitor whose selector or
+endpoint's ``port``; ``path`` and ``interval`` carry over; the ``job`` label is the Service's name,
+or the value of the Service label named by ``spec.jobLabel``. So a ServiceMonitor whose selector or
 port name does not match its Service scrapes nothing, and a test that waits for ``up == 1`` fails.
 
 Pure apart from reading the files and printing: ``scrape_config`` maps one ServiceMonitor to jobs.
@@ -53,6 +54,10 @@ def scrape_config(monitor: dict[str, Any], *, kubeconfig: str, default_interval:
                 {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
                 {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
                 {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                # The job label: the Service's name, or the value of its label `jobLabel` names.
+                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
+                *([{"source_labels": [f"__meta_kubernetes_service_label_{_label(spec['jobLabel'])}"],
+                    "regex": "(.+)", "target_label": "job"}] if spec.get("jobLabel") else []),
             ],
         })
     return jobs

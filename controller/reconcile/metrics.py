@@ -1,8 +1,14 @@
-"""Reconcile metrics, named as controller-runtime names them so existing dashboards work."""
+"""Reconcile metrics, named as controller-runtime names them so existing dashboards work, and the
+Task status figures an alert needs (``TaskStatusCollector``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6,
                      0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5, 6, 7, 8, 9,
@@ -45,4 +51,38 @@ class ReconcileMetrics:
             "fabric_task_invalid",
             "Tasks whose spec is invalid right now (phase Invalid).",
             registry=registry,
+        )
+
+
+class TaskStatusCollector(Collector):
+    """``fabric_task_missed_runs{task_namespace,task}``: each Task's ``status.missedRuns`` (schedule times
+    well past with no run started; model/status.py), read from the informer's cache when the registry
+    is collected, so a Task's series disappears with the Task and no updater task runs.
+
+    ``tasks`` returns the cached Task objects; collection runs on the event loop (the ops server's
+    handler), where the cache is written, so it reads a consistent snapshot. Tasks reporting 0 are
+    exported too, so an alert can tell "no missed run" from "no data". The label is
+    ``task_namespace``, not ``namespace``: Prometheus gives ``namespace`` to the scraped pod's.
+    """
+
+    def __init__(self, tasks: Callable[[], Iterable[dict[str, Any]]]) -> None:
+        self._tasks = tasks
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for task in self._tasks():
+            meta, status = task.get("metadata", {}), task.get("status") or {}
+            family.add_metric([meta.get("namespace", ""), meta.get("name", "")],
+                              float(status.get("missedRuns") or 0))
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "fabric_task_missed_runs",
+            "Schedule times of a Task more than a minute past with no run started (status.missedRuns).",
+            labels=["task_namespace", "task"],
         )

@@ -1,5 +1,5 @@
 """The operator and the gateway as the Deployments in manifests/ (`kubectl apply -k
-manifests/with-gateway/`, through devcluster/in-cluster, as `./dev up --in-cluster` does), running
+install/with-gateway/`, through devcluster/in-cluster, as `./dev up --in-cluster` does), running
 the project's own image on the real node, under the RBAC in manifests/ and nothing else: Tasks run,
 their records and logs reach the in-cluster gateway through its Service, the operator survives
 its pod being deleted mid-stream, and Prometheus scrapes both through what the ServiceMonitors
