@@ -1,21 +1,25 @@
-"""A Prometheus configuration that scrapes what ServiceMonitors select, for clusters without the
-Prometheus Operator (the devcluster): ``python tools/servicemonitor_scrape.py --kubeconfig K
-SERVICEMONITOR.yaml... > prometheus.yml``.
+"""A Prometheus configuration that scrapes what ServiceMonitors select, through the selected
+Services, for clusters without the Prometheus Operator (the devcluster):
 
-Each ServiceMonitor endpoint becomes one scrape job the way the Prometheus Operator builds it:
-Kubernetes service discovery of ``endpoints`` in the ServiceMonitor's namespaces, kept when the
-Service's labels match ``spec.selector.matchLabels`` and the endpoint's port name is the
-endpoint's ``port``; ``path`` and ``interval`` carry over; the ``job`` label is the Service's name,
-or the value of the Service label named by ``spec.jobLabel``. So a ServiceMonitor whose selector or
-port name does not match its Service scrapes nothing, and a test that waits for ``up == 1`` fails.
+    kubectl get services -A -o json > services.json
+    python tools/servicemonitor_scrape.py --services services.json SERVICEMONITOR.yaml... > prometheus.yml
 
-Pure apart from reading the files and printing: ``scrape_config`` maps one ServiceMonitor to jobs.
+Debian's Prometheus is built without Kubernetes service discovery, so the selection the Prometheus
+Operator would leave to discovery is made here, from the Services as they are now: each
+ServiceMonitor endpoint keeps the Services in the ServiceMonitor's namespaces whose labels match
+``spec.selector.matchLabels`` and that have a port named as the endpoint's ``port``; each becomes a
+static target ``<ClusterIP>:<that port>`` (kube-proxy carries it to a ready pod), with the endpoint's
+``path`` and ``interval``, and the labels ``namespace``, ``service`` and ``job`` (the Service's name,
+or the value of its label named by ``spec.jobLabel``). A ServiceMonitor whose selector or port name
+matches no Service yields no target, so a test that waits for ``up == 1`` fails.
+
+``scrape_jobs`` is pure (ServiceMonitor and Services in, scrape jobs out); ``main`` reads and prints.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,57 +27,60 @@ from typing import Any
 import yaml
 
 
-def _label(name: str) -> str:
-    """Prometheus' sanitised form of a Kubernetes label name in discovery meta labels."""
-    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+def _matches(service: dict[str, Any], namespaces: list[str], match_labels: dict[str, str]) -> bool:
+    meta = service["metadata"]
+    labels = meta.get("labels") or {}
+    return meta.get("namespace") in namespaces and all(labels.get(k) == v for k, v in match_labels.items())
 
 
-def scrape_config(monitor: dict[str, Any], *, kubeconfig: str, default_interval: str = "30s") -> list[dict[str, Any]]:
-    """The scrape jobs of one ServiceMonitor (one per endpoint)."""
+def scrape_jobs(monitor: dict[str, Any], services: list[dict[str, Any]], *,
+                default_interval: str = "30s") -> list[dict[str, Any]]:
+    """The scrape jobs of one ServiceMonitor (one per endpoint) against ``services``."""
     meta, spec = monitor["metadata"], monitor["spec"]
     namespaces = (spec.get("namespaceSelector") or {}).get("matchNames") or [meta["namespace"]]
-    match_labels = (spec.get("selector") or {}).get("matchLabels") or {}
-    if (spec.get("selector") or {}).get("matchExpressions"):
+    selector = spec.get("selector") or {}
+    if selector.get("matchExpressions"):
         raise ValueError(f"{meta['name']}: matchExpressions are not supported here, only matchLabels")
+    match_labels = selector.get("matchLabels") or {}
+    selected = [s for s in services if _matches(s, namespaces, match_labels)]
     jobs = []
     for index, endpoint in enumerate(spec.get("endpoints") or []):
         if "port" not in endpoint:
             raise ValueError(f"{meta['name']}: endpoint {index} names no port (targetPort is not supported here)")
-        keep = [{"source_labels": [f"__meta_kubernetes_service_label_{_label(key)}"],
-                 "regex": re.escape(str(value)), "action": "keep"} for key, value in sorted(match_labels.items())]
-        keep.append({"source_labels": ["__meta_kubernetes_endpoint_port_name"],
-                     "regex": re.escape(endpoint["port"]), "action": "keep"})
+        static = []
+        for service in selected:
+            smeta = service["metadata"]
+            ports = [p for p in service["spec"].get("ports") or [] if p.get("name") == endpoint["port"]]
+            cluster_ip = service["spec"].get("clusterIP")
+            if not ports or not cluster_ip or cluster_ip == "None":
+                continue
+            job = (smeta.get("labels") or {}).get(spec.get("jobLabel") or "", "") or smeta["name"]
+            static.append({"targets": [f"{cluster_ip}:{ports[0]['port']}"],
+                           "labels": {"namespace": smeta["namespace"], "service": smeta["name"], "job": job}})
         jobs.append({
             "job_name": f"serviceMonitor/{meta['namespace']}/{meta['name']}/{index}",
             "scrape_interval": endpoint.get("interval", default_interval),
             "metrics_path": endpoint.get("path", "/metrics"),
             "scheme": endpoint.get("scheme", "http"),
-            "kubernetes_sd_configs": [{"role": "endpoints", "kubeconfig_file": kubeconfig,
-                                       "namespaces": {"names": list(namespaces)}}],
-            "relabel_configs": keep + [
-                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
-                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                # The job label: the Service's name, or the value of its label `jobLabel` names.
-                {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
-                *([{"source_labels": [f"__meta_kubernetes_service_label_{_label(spec['jobLabel'])}"],
-                    "regex": "(.+)", "target_label": "job"}] if spec.get("jobLabel") else []),
-            ],
+            "static_configs": static,
         })
     return jobs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kubeconfig", required=True, help="kubeconfig Prometheus discovers targets with")
+    parser.add_argument("--services", required=True, type=Path,
+                        help="`kubectl get services -A -o json` output (- for standard input)")
     parser.add_argument("--scrape-interval", default=None, help="override every endpoint's interval (e.g. 2s)")
     parser.add_argument("monitors", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    raw = sys.stdin.read() if str(args.services) == "-" else args.services.read_text()
+    services = json.loads(raw)["items"]
     jobs = []
     for path in args.monitors:
         for document in yaml.safe_load_all(path.read_text()):
             if document and document.get("kind") == "ServiceMonitor":
-                jobs += scrape_config(document, kubeconfig=args.kubeconfig)
+                jobs += scrape_jobs(document, services)
     if args.scrape_interval:
         for job in jobs:
             job["scrape_interval"] = args.scrape_interval
