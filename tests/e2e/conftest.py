@@ -72,21 +72,39 @@ def installed(kubeconfig: str) -> str:
 def operator_kubeconfig(installed: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A kubeconfig that authenticates as the operator's ServiceAccount, so every e2e test also
     proves that the RBAC in manifests/ is enough."""
-    token = kubectl(installed, "create", "token", OPERATOR_SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE,
+    return service_account_kubeconfig(installed, OPERATOR_SERVICE_ACCOUNT,
+                                      tmp_path_factory.mktemp("operator") / "kubeconfig.yaml")
+
+
+GATEWAY_SERVICE_ACCOUNT = "fabric-task-gateway"
+
+
+@pytest.fixture(scope="session")
+def gateway_kubeconfig(installed: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A kubeconfig authenticating as the gateway's ServiceAccount with the RBAC of
+    manifests/gateway/, applied as a user would: the tests also prove those verbs are enough."""
+    kubectl(installed, "apply", "-f", str(REPO / "manifests" / "gateway" / "serviceaccount.yaml"),
+            "-f", str(REPO / "manifests" / "gateway" / "rbac.yaml"))
+    return service_account_kubeconfig(installed, GATEWAY_SERVICE_ACCOUNT,
+                                      tmp_path_factory.mktemp("gateway") / "kubeconfig.yaml")
+
+
+def service_account_kubeconfig(admin_kubeconfig: str, service_account: str, path: Path) -> str:
+    """Write, at ``path``, a kubeconfig for the admin's cluster that authenticates with a token of
+    ``service_account`` (namespace fabric-system)."""
+    token = kubectl(admin_kubeconfig, "create", "token", service_account, "-n", OPERATOR_NAMESPACE,
                     "--duration", "24h").strip()
-    admin = yaml.safe_load(Path(installed).read_text())
-    context_name = admin.get("current-context")
-    context = next(c["context"] for c in admin["contexts"] if c["name"] == context_name)
+    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    context = next(c["context"] for c in admin["contexts"] if c["name"] == admin.get("current-context"))
     cluster = next(c["cluster"] for c in admin["clusters"] if c["name"] == context["cluster"])
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "e2e", "cluster": cluster}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "e2e", "user": "operator"}}],
-        "current-context": "operator",
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": service_account, "context": {"cluster": "e2e", "user": service_account}}],
+        "current-context": service_account,
     }
-    path = tmp_path_factory.mktemp("operator") / "kubeconfig.yaml"
     path.write_text(yaml.safe_dump(config))
     return str(path)
 

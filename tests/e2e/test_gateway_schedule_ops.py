@@ -18,7 +18,6 @@ import aiohttp
 import pytest
 import structlog
 import yaml
-from cluster import OPERATOR_NAMESPACE, REPO, kubectl
 from prometheus_client import CollectorRegistry
 
 from controller.kube import NotFound
@@ -39,33 +38,6 @@ class Client:
     async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
         async with self.http.request(method, self.base + path, **kw) as resp:
             return resp.status, await resp.json()
-
-
-GATEWAY_SERVICE_ACCOUNT = "fabric-task-gateway"
-
-
-@pytest.fixture(scope="module")
-def gateway_kubeconfig(installed: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A kubeconfig authenticating as the gateway's ServiceAccount with the RBAC of
-    manifests/gateway/, applied as a user would: the tests also prove those verbs are enough."""
-    kubectl(installed, "apply", "-f", str(REPO / "manifests" / "gateway" / "serviceaccount.yaml"),
-            "-f", str(REPO / "manifests" / "gateway" / "rbac.yaml"))
-    token = kubectl(installed, "create", "token", GATEWAY_SERVICE_ACCOUNT, "-n", OPERATOR_NAMESPACE,
-                    "--duration", "2h").strip()
-    admin = yaml.safe_load(Path(installed).read_text())
-    context = next(c["context"] for c in admin["contexts"] if c["name"] == admin.get("current-context"))
-    cluster = next(c["cluster"] for c in admin["clusters"] if c["name"] == context["cluster"])
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "e2e", "cluster": cluster}],
-        "users": [{"name": "gateway", "user": {"token": token}}],
-        "contexts": [{"name": "gateway", "context": {"cluster": "e2e", "user": "gateway"}}],
-        "current-context": "gateway",
-    }
-    path = tmp_path_factory.mktemp("gateway") / "kubeconfig.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from tasks import eventually, task, task_manifest
-from test_gateway_schedule_ops import gateway_kubeconfig  # noqa: F401 - a fixture
 
 from controller.kube import NotFound
 from controller.kube.resources import TASKS

@@ -31,6 +31,7 @@ import structlog
 from fakeclock import FakeClock
 from prometheus_client import CollectorRegistry
 
+from gateway.clock import RealClock
 from gateway.server import RunningGateway, start
 from gateway.settings import AuthSettings, HttpSettings, Settings, StorageSettings
 
@@ -185,3 +186,15 @@ async def start_gateway(tmp: Path, sections: Sections | None = None, *, clock: F
     running = await start(settings, clock=clock, registry=CollectorRegistry(), logger=capture_logger(buf))
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
     return Gateway(running, http, clock, buf, settings)
+
+
+async def start_gateway_app(tmp_path: Path) -> RunningGateway:
+    """The real gateway (``gateway.server``) on SQLite and the real clock, as the operator talks to
+    it; its internal token is ``gateway-token``. The caller stops it (``await running.stop()``)."""
+    settings = Settings(
+        http=HttpSettings(host="127.0.0.1", port=0, shutdown_timeout=2),
+        storage=StorageSettings(database_url=f"sqlite:///{tmp_path}/gateway.db", blob_dir=str(tmp_path / "blobs")),
+        auth=AuthSettings(internal_token="gateway-token"),
+    )
+    logger = structlog.wrap_logger(structlog.PrintLogger(file=io.StringIO()))
+    return await start(settings, clock=RealClock(), registry=CollectorRegistry(), logger=logger)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from gateway_harness import start_gateway_app
 
 from controller.logs.cursor import Cursor
 from controller.logs.errors import SinkUnavailable
@@ -230,8 +231,6 @@ async def _has(gateway: GatewayProcess, event: str) -> bool:
 
 
 async def test_an_upload_arriving_while_draining_is_refused_at_once_with_retry_after(tmp_path: Path) -> None:
-    from test_logs_sinks import start_gateway_app
-
     running = await start_gateway_app(tmp_path)
     try:
         running.state.draining.set()

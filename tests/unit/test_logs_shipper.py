@@ -11,6 +11,7 @@ import time
 
 import aiohttp
 import pytest
+from gateway_harness import start_gateway_app
 
 from controller.clock import RealClock
 from controller.kube import KubeClient
@@ -418,8 +419,6 @@ async def test_an_already_stored_log_is_not_read_again(api, client, tmp_path):
 
 async def test_ship_into_the_real_gateway(api, client, tmp_path):
     """The whole path into the gateway app of this repository (SQLite), interrupted twice."""
-    from test_logs_sinks import start_gateway_app
-
     recs = sample(seed=8)
     size = len(content_of(recs))
     api.pods[("ns", "p")] = FakePod(recs, fail_after=[size // 3, size // 2])

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from gateway_harness import start_gateway_app
 
 from controller.logs.cursor import Cursor
 from controller.logs.errors import ChecksumMismatch, OffsetMismatch, SinkRejected, SinkUnavailable
@@ -32,26 +33,6 @@ async def gateway():
 async def session():
     async with aiohttp.ClientSession() as s:
         yield s
-
-
-async def start_gateway_app(tmp_path):
-    """The real gateway (``gateway.server``) on SQLite, as the operator will talk to it."""
-    import io
-
-    import structlog
-    from prometheus_client import CollectorRegistry
-
-    from gateway.clock import RealClock
-    from gateway.server import start
-    from gateway.settings import AuthSettings, HttpSettings, Settings, StorageSettings
-
-    settings = Settings(
-        http=HttpSettings(host="127.0.0.1", port=0, shutdown_timeout=2),
-        storage=StorageSettings(database_url=f"sqlite:///{tmp_path}/gateway.db", blob_dir=str(tmp_path / "blobs")),
-        auth=AuthSettings(internal_token="gateway-token"),
-    )
-    logger = structlog.wrap_logger(structlog.PrintLogger(file=io.StringIO()))
-    return await start(settings, clock=RealClock(), registry=CollectorRegistry(), logger=logger)
 
 
 @pytest.fixture(params=["directory", "gateway-fake", "gateway-app"])

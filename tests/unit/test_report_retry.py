@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from fakeclock import FakeClock
 from prometheus_client import CollectorRegistry
-from test_report_support import eventually, free_port, record
+from report_support import eventually, free_port, record
 
 from controller.report.gateway_client import GatewayClient
 from controller.report.metrics import ReportMetrics

@@ -63,8 +63,9 @@ async def test_a_200_mib_log_through_kubelet_rotations_ships_byte_identical(
     pod_name = pod["metadata"]["name"]
 
     # The kubelet rotates the container's log (10 MiB) while the operator follows it.
-    await eventually(lambda: rotated_files(node_dir, namespace, pod_name), timeout=300, interval=1,
-                     message="the kubelet rotated the container's log")
+    async def rotated() -> list[Path]:
+        return rotated_files(node_dir, namespace, pod_name)
+    await eventually(rotated, timeout=300, interval=1, message="the kubelet rotated the container's log")
 
     done = await wait_execution(kube, namespace, "rotated", lambda e: (e.get("log") or {}).get("state") == "stored",
                                 timeout=900, message="log stored")
