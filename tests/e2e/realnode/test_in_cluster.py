@@ -82,7 +82,7 @@ async def gateway_log_sha256(deployed: InCluster, execution: str) -> tuple[int, 
 
 async def stored_record(deployed: InCluster, execution: str) -> dict | None:
     record = await gateway_json(deployed, f"/v1/tasks/{execution}")
-    return record if record and record.get("logState") == "stored" else None
+    return record if record and record.get("logState") == "complete" else None
 
 
 async def operator_pods(kube) -> list[dict]:
@@ -104,7 +104,7 @@ async def test_tasks_report_to_the_in_cluster_gateway_with_their_logs(deployed, 
     execution = job["metadata"]["name"]
     record = await eventually(lambda: stored_record(deployed, execution), timeout=300, interval=2,
                               message="record and log stored in the in-cluster gateway")
-    assert record["phase"] == "Succeeded", record
+    assert record["status"] == "Succeeded", record
     assert await gateway_log_sha256(deployed, execution) == writer_expected(size, seed)
 
 
@@ -133,7 +133,7 @@ async def test_deleting_the_operator_pod_mid_stream_loses_no_log_line_and_duplic
 
     record = await eventually(lambda: stored_record(deployed, execution), timeout=600, interval=2,
                               message="log stored after the operator moved")
-    assert record["phase"] == "Succeeded", record
+    assert record["status"] == "Succeeded", record
     assert await gateway_log_sha256(deployed, execution) == writer_expected(size, seed)
     statuses = (await task(kube, namespace, "survives"))["status"]["executions"]
     assert [e["name"] for e in statuses] == [execution], "one execution, one Job: nothing duplicated"
