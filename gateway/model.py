@@ -105,6 +105,12 @@ FIELDS: tuple[Field, ...] = (
     Field("channelId", "channel_id", "str"),
     Field("refId", "ref_id", "str"),
     Field("spec", "spec", "object", listed=False),
+    # The invoke outcome of an agent run (controller/model/outcome.py), on execution records.
+    Field("agent", "agent", "str"),
+    Field("invokeActivationId", "invoke_activation_id", "str"),
+    Field("invokeStatus", "invoke_status", "str", max_len=64),
+    Field("invokeHttpStatus", "invoke_http_status", "int"),
+    Field("invokeError", "invoke_error", "str"),
     Field("sequence", "sequence", "int"),
     Field("logSize", "log_size", "int", writable=False),
     Field("logChecksum", "log_checksum", "str", writable=False),
@@ -247,6 +253,8 @@ LIST_FILTERS: dict[str, str] = {
     "refId": "ref_id",
     "user": "user_name",
     "namespace": "namespace",
+    "agent": "agent",
+    "activationId": "invoke_activation_id",
 }
 #: Columns with a (column, sort_ms, name) index: every filter above, so each one alone is an index
 #: range scan in sort order whatever the table size.

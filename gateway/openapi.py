@@ -78,6 +78,8 @@ _FILTER_DOCS = {
     "refId": ("reference id", _FILTER_TEXT),
     "user": ("submitting user", _FILTER_TEXT),
     "namespace": ("Kubernetes namespace of the Task", _FILTER_TEXT),
+    "agent": ("invoked agent (an execution's invoke outcome)", _FILTER_TEXT),
+    "activationId": ("activation id the agent returned (the execution's invokeActivationId)", _FILTER_TEXT),
 }
 assert set(_FILTER_DOCS) == set(LIST_FILTERS)
 
@@ -134,7 +136,13 @@ _RECORD_PROPS: dict[str, Any] = {
     "taskPool": {"type": "string", "nullable": True},
     "channelId": {"type": "string", "nullable": True},
     "refId": {"type": "string", "nullable": True},
-    "spec": {"type": "object", "nullable": True, "description": "The original Task spec, enough to restart it (single-record answers only)."},
+    "spec": {"type": "object", "nullable": True, "description": "The original Task spec, enough to restart it (single-record answers only). An execution keeps the spec it was made from."},
+    "agent": {"type": "string", "nullable": True, "description": "Execution of an agent invocation: the agent its invoke outcome names."},
+    "invokeActivationId": {"type": "string", "nullable": True, "description": "The activation id the agent returned (null when no activation was made)."},
+    "invokeStatus": {"type": "string", "nullable": True, "enum": ["Succeeded", "Failed", "TimedOut", "Unreachable", "NotFound", "Rejected", "Error", None],
+                     "description": "The invoke action's verdict."},
+    "invokeHttpStatus": {"type": "integer", "nullable": True, "description": "The last HTTP status the agent answered."},
+    "invokeError": {"type": "string", "nullable": True, "description": "Short error text (at most 512 characters)."},
     "sequence": {"type": "integer"},
     "logSize": {"type": "integer"},
     "logChecksum": {"type": "string", "nullable": True},
