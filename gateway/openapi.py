@@ -239,7 +239,8 @@ def _document() -> dict[str, Any]:
                                    errors=(400, 404, 409, 503)),
             },
             "/v1/tasks/{name}/run": {
-                "post": _operation("runTask", "Run now: a one-off Job from the Task's CronJob (kubectl create job --from=cronjob/NAME), named <task>-manual-<epoch minutes>",
+                "post": _operation("runTask", "Run now: a one-off Job from the Task's CronJob (kubectl create job --from=cronjob/NAME), named <task>-manual-<epoch minutes>-<suffix>. "
+                                   "While an execution is active the Task's concurrencyPolicy decides: Allow starts another, Forbid answers 409 concurrency_forbidden naming it, Replace deletes it first.",
                                    ("name", "Task name."), errors=(400, 404, 409, 503)),
             },
             "/v1/agents/{agent}/invoke": {

@@ -158,8 +158,11 @@ def _task_verbs(sub: Any, prog: str) -> None:
 
     p = _add(sub, "run", aliases=("trigger", "run-now"), cmd="run",
              help="run a task now", description="Start an execution now. For a schedule this is `kubectl create job "
-                                                "--from=cronjob/NAME`: a Job <task>-manual-<epoch minutes> from the "
-                                                "CronJob's template, reported on the task like its scheduled runs.",
+                                                "--from=cronjob/NAME`: a Job <task>-manual-<epoch minutes>-<suffix> "
+                                                "from the CronJob's template, reported on the task like its scheduled "
+                                                "runs. While an execution of the task is still active, the task's "
+                                                "concurrencyPolicy decides: Allow starts another, Forbid refuses "
+                                                "(naming the active one), Replace cancels it and starts the new one.",
              examples=f"""
   {prog} run proj1-hubble-hourly
   {prog} run proj1-hubble-hourly && {prog} logs proj1-hubble-hourly -f""")
