@@ -419,7 +419,7 @@ async def cmd_agents_activations(ctx: Context, args: Any) -> int:
     if not executions and s.output in ("table", "wide"):
         ctx.note(f'No activations of "{wanted}" yet.')
         return 0
-    _write(ctx, render.executions(executions, s.output, ctx.style()))
+    _write(ctx, render.activations(executions, s.output, ctx.style()))
     return 0
 
 
