@@ -157,6 +157,12 @@ class TaskOperations:
             created = await self.client.create(JOBS, plan.job, namespace=namespace)
         return created["metadata"]["name"]
 
+    async def create_task(self, manifest: dict[str, Any], namespace: str) -> dict[str, Any]:
+        """Create a Task (a rerun's); answers the created object."""
+        shown = manifest["metadata"].get("name") or manifest["metadata"].get("generateName", "") + "*"
+        async with translated(f'task "{shown}" in namespace "{namespace}"'):
+            return await self.client.create(TASKS, manifest, namespace=namespace)
+
     async def invoke(self, agent: str, namespace: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Create the Task of one agent invocation; answers (name, created Task)."""
         try:

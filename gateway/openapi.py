@@ -254,6 +254,16 @@ def _document() -> dict[str, Any]:
                     ],
                 },
             },
+            "/v1/executions/{name}/rerun": {
+                "post": {
+                    **_operation("rerunExecution",
+                                 "Run an execution again from its record: a one-off Task (named <execution>-rerun-<suffix>, "
+                                 "annotated fabric.dev/rerun-of) of the spec the execution was made from, in its namespace, "
+                                 "also after its Task was deleted. 409 no_spec for a record without a spec, not_an_execution for a task record.",
+                                 ("name", "Execution name."), errors=(400, 404, 409, 503)),
+                    "parameters": [_path_param("name", "Execution name.")],
+                },
+            },
             "/v1/tasks/{name}/executions": {
                 "get": {
                     "operationId": "listExecutions",
@@ -475,6 +485,7 @@ def _document() -> dict[str, Any]:
                         "task": {"type": "string", "description": "The Task acted on or created."},
                         "namespace": {"type": "string"},
                         "execution": {"type": "string", "description": "run: the Job started."},
+                        "rerunOf": {"type": "string", "description": "rerun: the execution run again."},
                     },
                 },
                 "InvokeRequest": {

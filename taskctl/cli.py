@@ -168,6 +168,18 @@ def _task_verbs(sub: Any, prog: str) -> None:
   {prog} run proj1-hubble-hourly && {prog} logs proj1-hubble-hourly -f""")
     p.add_argument("name", metavar="NAME", help="task name")
 
+    p = _add(sub, "rerun", aliases=("restart",), cmd="rerun",
+             help="run an execution again from its record",
+             description="Recreate a run from its record: a one-off task <execution>-rerun-<suffix> with the spec "
+                         "the execution was made from (the gateway keeps it with every execution), annotated "
+                         "fabric.dev/rerun-of, in the execution's namespace; it works after the execution's task was "
+                         "deleted. Without a gateway the cluster keeps no spec per run: the task's current spec is "
+                         "used, and a deleted task cannot be rerun.",
+             examples=f"""
+  {prog} rerun proj1-hubble-hourly-28950000
+  {prog} rerun proj1-hubble-hourly-28950000 -o name | xargs {prog} logs -f""")
+    p.add_argument("execution", metavar="EXECUTION", help="execution name")
+
     for verb, aliases, what in (("create", (), "create tasks from a file"),
                                 ("apply", (), "create or update tasks from a file")):
         p = _add(sub, verb, aliases=aliases, cmd=verb, help=what,

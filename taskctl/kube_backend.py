@@ -397,6 +397,27 @@ class KubeBackend:
                     sink.raw(chunk)
         return execution
 
+    async def recorded_spec(self, execution: str) -> tuple[str, dict[str, Any], str | None]:
+        """Without a gateway the cluster keeps no spec per execution: the spec of the execution's
+        Task as it is now (found through the Job's task label, or the Tasks' status histories),
+        with a note saying so. A deleted Task leaves nothing to rerun from."""
+        job = await self._get(JOBS, execution)
+        task_name = ((job or {}).get("metadata", {}).get("labels") or {}).get(LABEL_TASK) if job else None
+        if task_name is None:
+            for task in await self._list_all(TASKS, self.namespace):
+                entries = (task.get("status") or {}).get("executions") or []
+                if any(isinstance(e, dict) and e.get("name") == execution for e in entries):
+                    task_name = task["metadata"]["name"]
+                    break
+        task = await self._find_task(task_name) if task_name else None
+        if task is None:
+            raise NotFoundError(f'no execution "{execution}" of an existing task in namespace "{self.namespace}": '
+                                "without a gateway the cluster keeps no record of a run's spec once its task is "
+                                "deleted (configure a gateway: it keeps the spec of every execution)")
+        note = (f'no gateway: rerunning with task "{task_name}"\'s current spec (the cluster keeps no spec per '
+                "execution)")
+        return self.namespace, dict(task.get("spec") or {}), note
+
     # -- writes ----------------------------------------------------------------------------------
 
     async def set_suspend(self, name: str, suspend: bool) -> tuple[bool, str]:

@@ -23,8 +23,10 @@ These follow the same rules as ``taskctl``'s ``agents invoke`` and ``run`` (``ta
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from collections.abc import Mapping
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -232,3 +234,31 @@ def invoke_task(
         template["metadata"] = {"labels": {PROJECT_LABEL: project_label}}
     spec["template"] = template
     return {"apiVersion": "fabric.dev/v1alpha1", "kind": "Task", "metadata": meta, "spec": spec}
+
+
+#: Spec fields that make a Task a schedule; a rerun is one run, so it drops them.
+_SCHEDULE_FIELDS = ("schedule", "timeZone", "startingDeadlineSeconds", "concurrencyPolicy", "suspend",
+                    "successfulJobsHistoryLimit", "failedJobsHistoryLimit")
+_RERUN_SUFFIX = "-rerun-"
+#: ``generateName`` adds 5 characters; the Task name must stay within MAX_TASK_NAME.
+_RERUN_BASE = MAX_TASK_NAME - 5 - len(_RERUN_SUFFIX)
+
+
+def rerun_task(execution: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A one-off Task that runs ``spec`` (the spec the execution ``execution`` was made from, as
+    its record keeps it) once more: named ``<execution>-rerun-<suffix>`` (``generateName``; a long
+    execution name is cut), annotated ``fabric.dev/rerun-of: <execution>``, without the schedule
+    fields. Everything else, the payload exactly, is the recorded spec. It does not depend on the
+    original Task, which may be long deleted. ``ValueError`` when ``spec`` is not a Task spec."""
+    if not isinstance(spec, Mapping) or not spec:
+        raise ValueError(f"the record of execution {execution!r} holds no Task spec to rerun")
+    base = normalise(execution)[:_RERUN_BASE].strip("-")
+    if not base:
+        raise ValueError(f"{execution!r} has no letters or digits to name a rerun with")
+    one_off = {k: copy.deepcopy(v) for k, v in spec.items() if k not in _SCHEDULE_FIELDS}
+    return {
+        "apiVersion": "fabric.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"generateName": base + _RERUN_SUFFIX, "annotations": {L.ANNOTATION_RERUN_OF: execution}},
+        "spec": one_off,
+    }

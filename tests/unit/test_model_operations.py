@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from controller.model.children import cronjob_for_task
-from controller.model.labels import LOG_FINALIZER, MANUAL_ANNOTATION
-from controller.model.operations import ManualRun, RunRefused, active_executions, manual_run
+from controller.model.labels import ANNOTATION_RERUN_OF, LOG_FINALIZER, MANUAL_ANNOTATION
+from controller.model.names import MAX_TASK_NAME
+from controller.model.operations import ManualRun, RunRefused, active_executions, manual_run, rerun_task
 from controller.model.spec import parse_task
 
 NOW = datetime(2025, 3, 1, 12, 30, 59, tzinfo=timezone.utc)
@@ -125,3 +126,39 @@ def test_long_task_names_keep_the_generated_name_within_limits() -> None:
 def test_active_executions_ignores_finished_and_deleting() -> None:
     assert active_executions([job("a", done="Failed"), job("b", done="FailureTarget"), job("c", deleting=True),
                               job("d")]) == ("d",)
+
+
+# --- rerun_task ---------------------------------------------------------------------------------
+
+RECORDED = {"skillName": "sys-invoke-skill", "actionName": "invoke", "schedule": "@hourly", "timeZone": "Europe/Paris",
+            "concurrencyPolicy": "Forbid", "suspend": True, "startingDeadlineSeconds": 60,
+            "successfulJobsHistoryLimit": 2, "failedJobsHistoryLimit": 2, "backoffLimit": 1,
+            "payload": {"agentName": "hubble_agent", "params": {"b": None, "x": ["ü", None, {"n": None}]}},
+            "template": {"image": "fabric-tasks:dev", "command": ["sys-invoke-skill"]}}
+
+
+@pytest.mark.parametrize(
+    ("execution", "generate_name"),
+    [
+        pytest.param("proj1-hubble-hourly-29000000", "proj1-hubble-hourly-29000000-rerun-", id="scheduled-run"),
+        pytest.param("a" * 52 + "-29000000", "a" * 40 + "-rerun-", id="long-name-cut-to-fit"),
+        pytest.param("x-" * 30, ("x-" * 20).strip("-") + "-rerun-", id="no-dash-before-the-suffix"),
+    ],
+)
+def test_rerun_task_is_a_one_off_task_of_the_recorded_spec(execution: str, generate_name: str) -> None:
+    task = rerun_task(execution, RECORDED)
+    assert task["metadata"] == {"generateName": generate_name, "annotations": {ANNOTATION_RERUN_OF: execution}}
+    assert len(generate_name) + 5 <= MAX_TASK_NAME
+    assert task["spec"] == {"skillName": "sys-invoke-skill", "actionName": "invoke", "backoffLimit": 1,
+                            "payload": RECORDED["payload"], "template": RECORDED["template"]}
+    assert task["spec"]["payload"] is not RECORDED["payload"], "a copy: the record is not shared"
+    named = {**task, "metadata": {**task["metadata"], "name": generate_name + "abcde", "uid": "u",
+                                  "creationTimestamp": "2025-03-01T12:00:00Z"}}
+    spec = parse_task(named)
+    assert not spec.is_scheduled and spec.payload == RECORDED["payload"]
+
+
+@pytest.mark.parametrize("spec", [None, {}, "spec"], ids=["none", "empty", "not-an-object"])
+def test_rerun_task_needs_a_recorded_spec(spec: Any) -> None:
+    with pytest.raises(ValueError, match="holds no Task spec"):
+        rerun_task("x-1", spec)

@@ -302,6 +302,17 @@ def test_agents_list_activations(gateway: GatewayThread, home: Path) -> None:
     assert "agent answered 503 three times" in wide and "│ 503 " in wide
 
 
+def test_rerun_reads_the_execution_record(gateway: GatewayThread, home: Path) -> None:
+    """The read half of rerun (the Task it creates is checked on a real cluster, in
+    tests/e2e/test_taskctl_kube.py): a task or an unknown name is refused in one line."""
+    done = gw_run(gateway, home, "rerun", HOURLY)
+    assert done.returncode == 1 and f'"{HOURLY}" is a task, not an execution' in done.stderr, done.stderr
+    done = gw_run(gateway, home, "rerun", "no-such-execution-1")
+    assert done.returncode != 0 and "no-such-execution-1" in done.stderr, done.stderr
+    done = gw_run(gateway, home, "rerun", EX_RUNNING)  # seeded without a spec
+    assert done.returncode == 1 and "holds no Task spec" in done.stderr, done.stderr
+
+
 # --- logs ---------------------------------------------------------------------------------------
 
 
