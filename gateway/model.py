@@ -2,7 +2,7 @@
 sends, conversion between the API's JSON and the stores' columns, list cursors and time parsing.
 
 No I/O, no clock reads (times are passed in), no imports from the rest of the gateway except
-``errors``. Table-tested.
+``errors`` (and, from the operator, only the pure invoke-outcome contract). Table-tested.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from controller.model.outcome import INVOKE_STATUSES
 from gateway.errors import BadRequest
 
 # --- names -------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ FIELDS: tuple[Field, ...] = (
     # The invoke outcome of an agent run (controller/model/outcome.py), on execution records.
     Field("agent", "agent", "str"),
     Field("invokeActivationId", "invoke_activation_id", "str"),
-    Field("invokeStatus", "invoke_status", "str", max_len=64),
+    Field("invokeStatus", "invoke_status", "enum", choices=INVOKE_STATUSES),
     Field("invokeHttpStatus", "invoke_http_status", "int"),
     Field("invokeError", "invoke_error", "str"),
     Field("sequence", "sequence", "int"),
@@ -316,7 +317,8 @@ def parse_list_query(
             raise BadRequest(f"this route fixes the {column!r} filter", code="bad_parameter")
         filters[column] = (value,)
 
-    sort = _one(single, "sort") or "-start"
+    sort = _one(single, "sort")
+    sort = "-start" if sort is None else sort  # "?sort=" is a bad sort, not the default (found by fuzzing)
     if sort not in ("start", "-start"):
         raise BadRequest("sort must be 'start' (oldest first) or '-start' (newest first)", code="bad_parameter")
     descending = sort == "-start"
