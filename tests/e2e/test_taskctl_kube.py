@@ -300,7 +300,7 @@ async def test_agents_invoke_runs_the_designs_examples(kubeconfig, installed, op
         out = taskctl(kubeconfig, "agents", "list-activations", "--correlation-id", "proj1-hubble-hourly", "-o", "json",
                       "-n", namespace)
         rows = json.loads(out.stdout or "[]")
-        return [r for r in rows if r["name"] == execution and r["status"] == "Succeeded"]
+        return [r for r in rows if r["execution"] == execution and r["status"] == "Succeeded"]
 
     assert await eventually(listed, timeout=90)
     # A one-off invoke gets a generated name.
