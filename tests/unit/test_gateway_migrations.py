@@ -1,18 +1,34 @@
-"""Schema migrations on a real SQLite file: a database made by an older gateway (version 1) is
-brought to the current version at startup, keeping its records, and the new columns work."""
+"""Schema migrations on a real SQLite file and a real PostgreSQL server (the session server of
+test_gateway_api.py, skipped without its binaries): a database made by an older gateway (version
+1) is brought to the current version at startup, keeping its records, and the new columns work."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import pytest
+from test_gateway_api import database_url, postgres_server  # noqa: F401 - fixtures
 
 from gateway.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from gateway.model import ListQuery, parse_upsert
-from gateway.records_sqlite import SqliteRecordStore
+from gateway.records_postgres import PostgresRecordStore
+from gateway.records_sqlite import SqliteRecordStore, sqlite_path
 
 
-async def test_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
-    path = str(tmp_path / "tasks.db")
-    old = SqliteRecordStore(path, migrations=SQLITE_MIGRATIONS[:1])
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def make_store(url: str, latest: bool) -> Any:
+    if url.startswith("sqlite:"):
+        return SqliteRecordStore(sqlite_path(url), migrations=SQLITE_MIGRATIONS if latest else SQLITE_MIGRATIONS[:1])
+    return PostgresRecordStore(url, pool_size=2, migrations=POSTGRES_MIGRATIONS if latest else POSTGRES_MIGRATIONS[:1])
+
+
+async def test_version_1_database_is_upgraded_in_place(database_url: str) -> None:  # noqa: F811
+    old = make_store(database_url, latest=False)
     await old.open()
     try:
         assert await old.schema_version() == 1
@@ -21,7 +37,7 @@ async def test_version_1_database_is_upgraded_in_place(tmp_path: Path) -> None:
     finally:
         await old.close()
 
-    store = SqliteRecordStore(path)
+    store = make_store(database_url, latest=True)
     await store.open()
     try:
         assert await store.schema_version() == SQLITE_MIGRATIONS[-1].version == POSTGRES_MIGRATIONS[-1].version
