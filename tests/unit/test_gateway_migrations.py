@@ -4,7 +4,6 @@ test_gateway_api.py, skipped without its binaries): a database made by an older 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
