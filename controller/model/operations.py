@@ -104,6 +104,10 @@ def manual_run(task: dict[str, Any], spec: TaskSpec, jobs: list[dict[str, Any]],
     Task's own Job (``children.job_for_task``); either way its pods carry the log finalizer
     (``labels.LOG_FINALIZER``) from birth, so a manual run's log is shipped like any other.
     Raises ``RunRefused("not_ready")`` for a scheduled Task without its CronJob.
+
+    Forbid is decided on the Jobs the caller listed: two run-now requests racing within the same
+    moment (between one's list and the other's create) can both start. Kubernetes offers no
+    conditional create across objects; the CronJob controller's own Forbid has the same window.
     """
     name = task["metadata"]["name"]
     active = active_executions(jobs)
