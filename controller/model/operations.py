@@ -106,8 +106,8 @@ def manual_run(task: dict[str, Any], spec: TaskSpec, jobs: list[dict[str, Any]],
     Raises ``RunRefused("not_ready")`` for a scheduled Task without its CronJob.
 
     Forbid is decided on the Jobs the caller listed: two run-now requests racing within the same
-    moment (between one's list and the other's create) can both start. Kubernetes offers no
-    conditional create across objects; the CronJob controller's own Forbid has the same window.
+    moment (between one's list and the other's create) can both start: Kubernetes offers no
+    create conditional on other objects. A scheduled run and a manual one can meet the same way.
     """
     name = task["metadata"]["name"]
     active = active_executions(jobs)
