@@ -6,6 +6,9 @@ Kubernetes API (``gateway.kube``):
 - ``POST   /v1/tasks/{name}/run``          run now: a Job from the CronJob's ``jobTemplate``
 - ``DELETE /v1/tasks/{name}``              delete (cancel) the Task
 - ``POST   /v1/agents/{agent}/invoke``     create a Task running the built-in invoke action
+- ``POST   /v1/executions/{name}/rerun``   run an execution again from its record: a one-off Task
+                                         of the spec it was made from (``operations.rerun_task``),
+                                         in its namespace, even after its Task was deleted
 
 Each takes ``?namespace=`` (default ``KubeSettings.namespace``) and answers the seed's
 ``{"success": true, "message": ...}`` plus the name it acted on. The order of the checks: the
@@ -23,9 +26,9 @@ from typing import Any
 from aiohttp import web
 
 from controller.model import InvalidTask, validate_schedule, validate_time_zone
-from controller.model.operations import clobber_name
+from controller.model.operations import clobber_name, rerun_task
 from gateway.auth_http import principal_of
-from gateway.errors import BadRequest, Unavailable
+from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
 from gateway.kube import TaskOperations
 from gateway.model import check_name, reject_unknown
 from gateway.state import json_response, read_json, state_of
@@ -103,6 +106,33 @@ async def run_now(request: web.Request) -> web.Response:
     return _ok(f'Successfully started execution "{job}" of task "{name}"', task=name, namespace=namespace, execution=job)
 
 
+async def rerun(request: web.Request) -> web.Response:
+    """The execution's record must be readable (else the same 404 as an unknown name) and its
+    namespace writable (403); a record without a spec (written before executions kept theirs)
+    or a task record is a 409."""
+    st = state_of(request)
+    name = check_name(request.match_info["name"])
+    reject_unknown(request.query, set())
+    principal = principal_of(request)
+    row = await st.records.get(name)
+    if row is None or row.get("sequence", 0) < 0 or not principal.may_read_record(row):
+        raise NotFound(f"no execution named {name!r}")
+    if row.get("kind") != "execution":
+        raise Conflict(f'{name!r} is a task, not an execution: POST /v1/tasks/{name}/run runs it now',
+                       code="not_an_execution")
+    namespace = str(row.get("namespace") or "")
+    principal.require_write(namespace)
+    try:
+        manifest = rerun_task(name, row.get("spec"))
+    except ValueError as exc:
+        raise Conflict(str(exc), code="no_spec") from exc
+    ops = _ops(request)
+    _audit(request, "rerun", namespace, execution=name)
+    created = await ops.create_task(manifest, namespace)
+    task = created["metadata"]["name"]
+    return _ok(f'Rerunning execution "{name}" as task "{task}"', task=task, namespace=namespace, rerunOf=name)
+
+
 def parse_invoke(body: Any) -> dict[str, Any]:
     """Checks an invoke body; answers it with defaults filled in. 400 naming the field otherwise."""
     if not isinstance(body, dict):
@@ -167,4 +197,5 @@ def routes() -> list[web.RouteDef]:
         web.post("/v1/tasks/{name}/run", run_now),
         web.delete("/v1/tasks/{name}", delete_task),
         web.post("/v1/agents/{agent}/invoke", invoke_agent),
+        web.post("/v1/executions/{name}/rerun", rerun),
     ]

@@ -35,8 +35,9 @@ from controller.kube import (
 from controller.kube import NotFound as KubeNotFound
 from controller.kube.config import load_cluster_config
 from controller.kube.resources import CRONJOBS, JOBS, TASKS
-from controller.model import InvalidTask, job_for_task, parse_task
-from controller.model.operations import MANUAL_ANNOTATION, invoke_task, job_from_cronjob, manual_job_name
+from controller.model import InvalidTask, parse_task
+from controller.model.labels import LABEL_TASK
+from controller.model.operations import RunRefused, invoke_task, manual_run
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
 from gateway.settings import KubeSettings
 
@@ -128,33 +129,39 @@ class TaskOperations:
         return f'Successfully marked task "{name}" for delete'
 
     async def run_now(self, name: str, namespace: str, now: datetime) -> str:
-        """Start an execution now; answers the Job's name."""
+        """Start an execution now, as ``controller.model.operations.manual_run`` decides (the
+        Task's concurrencyPolicy: Allow a new one, Forbid 409 naming the active one, Replace
+        it); answers the new Job's name."""
         task = await self.get_task(name, namespace)
         try:
             spec = parse_task(task)
         except InvalidTask as exc:
             raise Conflict(f'task "{name}" cannot run: {exc.message}', code="invalid_task") from exc
-        job_name = manual_job_name(name, now)
+        cronjob = None
         if spec.is_scheduled:
-            try:
+            with contextlib.suppress(NotFound):
                 async with translated(f'CronJob "{name}"'):
                     cronjob = await self.client.get(CRONJOBS, name, namespace=namespace)
-            except NotFound as exc:
-                raise Conflict(f'CronJob "{name}" does not exist yet: the operator creates it from the task '
-                               "(is the operator running?)", code="not_ready") from exc
-            job = job_from_cronjob(cronjob, job_name)
-        else:
-            job = job_for_task(task, spec, now)
-            job["metadata"]["name"] = job_name
-            job["metadata"].setdefault("annotations", {})[MANUAL_ANNOTATION] = "manual"
-        job["metadata"]["namespace"] = namespace
+        async with translated(f'the Jobs of task "{name}"'):
+            page = await self.client.list(JOBS, namespace=namespace, label_selector=f"{LABEL_TASK}={name}")
+        jobs = [j for j in page.get("items") or [] if _owned_by(j, task, cronjob)]
         try:
-            async with translated(f'execution "{job_name}"'):
-                await self.client.create(JOBS, job, namespace=namespace)
-        except Conflict as exc:
-            raise Conflict(f'execution "{job_name}" already exists: task "{name}" was already run by hand this '
-                           "minute; try again in a minute", code="already_exists") from exc
-        return job_name
+            plan = manual_run(task, spec, jobs, now, cronjob)
+        except RunRefused as exc:
+            raise Conflict(exc.message, code="concurrency_forbidden" if exc.code == "active" else exc.code) from exc
+        for replaced in plan.replace:
+            with contextlib.suppress(NotFound):
+                async with translated(f'execution "{replaced}"'):
+                    await self.client.delete(JOBS, replaced, namespace=namespace)
+        async with translated(f'a manual execution of task "{name}"'):
+            created = await self.client.create(JOBS, plan.job, namespace=namespace)
+        return created["metadata"]["name"]
+
+    async def create_task(self, manifest: dict[str, Any], namespace: str) -> dict[str, Any]:
+        """Create a Task (a rerun's); answers the created object."""
+        shown = manifest["metadata"].get("name") or manifest["metadata"].get("generateName", "") + "*"
+        async with translated(f'task "{shown}" in namespace "{namespace}"'):
+            return await self.client.create(TASKS, manifest, namespace=namespace)
 
     async def invoke(self, agent: str, namespace: str, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """Create the Task of one agent invocation; answers (name, created Task)."""
@@ -174,3 +181,9 @@ class TaskOperations:
         async with translated(f'task "{shown}" in namespace "{namespace}"'):
             created = await self.client.create(TASKS, manifest, namespace=namespace)
         return created["metadata"]["name"], created
+
+
+def _owned_by(job: dict[str, Any], task: dict[str, Any], cronjob: dict[str, Any] | None) -> bool:
+    """A Job of this very Task (not of an older Task of the same name): owned by it or its CronJob."""
+    uids = {task["metadata"].get("uid")} | ({cronjob["metadata"].get("uid")} if cronjob else set())
+    return any(ref.get("uid") in uids for ref in (job.get("metadata") or {}).get("ownerReferences") or [])

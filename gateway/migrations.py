@@ -60,11 +60,31 @@ def _tasks_table(text: str, big: str, json_type: str, key: str) -> str:
     )"""
 
 
+#: The filter columns version 1 indexed (frozen: a released step never changes).
+_V1_INDEXED = ("task_type", "kind", "status", "skill_name", "action_name", "parent", "project_id",
+               "channel_id", "ref_id", "user_name", "namespace")
+#: Version 2: an execution's invoke outcome (controller/model/outcome.py); agent and activation
+#: are list filters, so each gets its (column, sort_ms, name) index.
+_V2_COLUMNS = (("agent", "text"), ("invoke_activation_id", "text"), ("invoke_status", "text"),
+               ("invoke_http_status", "int"), ("invoke_error", "text"))
+_V2_INDEXED = ("agent", "invoke_activation_id")
+
+
+def _invoke_columns(text: str, integer: str) -> tuple[str, ...]:
+    types = {"text": text, "int": integer}
+    return tuple(f"ALTER TABLE tasks ADD COLUMN {name} {types[kind]}" for name, kind in _V2_COLUMNS)
+
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "tasks table and list indexes",
-        (_tasks_table("TEXT", "INTEGER", "TEXT", "TEXT"), *index_ddl()),
+        (_tasks_table("TEXT", "INTEGER", "TEXT", "TEXT"), *index_ddl(_V1_INDEXED)),
+    ),
+    Migration(
+        2,
+        "invoke outcome columns and their indexes",
+        (*_invoke_columns("TEXT", "INTEGER"), *index_ddl(_V2_INDEXED, base=False)),
     ),
 )
 
@@ -74,6 +94,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "tasks table and list indexes",
         # "C" collation on the key: byte order, the same as SQLite's, and what keyset pagination
         # and the (column, sort_ms, name) indexes compare with.
-        (_tasks_table("TEXT", "BIGINT", "JSONB", 'TEXT COLLATE "C"'), *index_ddl()),
+        (_tasks_table("TEXT", "BIGINT", "JSONB", 'TEXT COLLATE "C"'), *index_ddl(_V1_INDEXED)),
+    ),
+    Migration(
+        2,
+        "invoke outcome columns and their indexes",
+        (*_invoke_columns("TEXT", "BIGINT"), *index_ddl(_V2_INDEXED, base=False)),
     ),
 )

@@ -2,7 +2,7 @@
 sends, conversion between the API's JSON and the stores' columns, list cursors and time parsing.
 
 No I/O, no clock reads (times are passed in), no imports from the rest of the gateway except
-``errors``. Table-tested.
+``errors`` (and, from the operator, only the pure invoke-outcome contract). Table-tested.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
+from controller.model.outcome import INVOKE_STATUSES
 from gateway.errors import BadRequest
 
 # --- names -------------------------------------------------------------------------------------
@@ -105,6 +106,12 @@ FIELDS: tuple[Field, ...] = (
     Field("channelId", "channel_id", "str"),
     Field("refId", "ref_id", "str"),
     Field("spec", "spec", "object", listed=False),
+    # The invoke outcome of an agent run (controller/model/outcome.py), on execution records.
+    Field("agent", "agent", "str"),
+    Field("invokeActivationId", "invoke_activation_id", "str"),
+    Field("invokeStatus", "invoke_status", "enum", choices=INVOKE_STATUSES),
+    Field("invokeHttpStatus", "invoke_http_status", "int"),
+    Field("invokeError", "invoke_error", "str"),
     Field("sequence", "sequence", "int"),
     Field("logSize", "log_size", "int", writable=False),
     Field("logChecksum", "log_checksum", "str", writable=False),
@@ -247,6 +254,8 @@ LIST_FILTERS: dict[str, str] = {
     "refId": "ref_id",
     "user": "user_name",
     "namespace": "namespace",
+    "agent": "agent",
+    "activationId": "invoke_activation_id",
 }
 #: Columns with a (column, sort_ms, name) index: every filter above, so each one alone is an index
 #: range scan in sort order whatever the table size.
@@ -308,7 +317,8 @@ def parse_list_query(
             raise BadRequest(f"this route fixes the {column!r} filter", code="bad_parameter")
         filters[column] = (value,)
 
-    sort = _one(single, "sort") or "-start"
+    sort = _one(single, "sort")
+    sort = "-start" if sort is None else sort  # "?sort=" is a bad sort, not the default (found by fuzzing)
     if sort not in ("start", "-start"):
         raise BadRequest("sort must be 'start' (oldest first) or '-start' (newest first)", code="bad_parameter")
     descending = sort == "-start"

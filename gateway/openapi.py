@@ -78,6 +78,8 @@ _FILTER_DOCS = {
     "refId": ("reference id", _FILTER_TEXT),
     "user": ("submitting user", _FILTER_TEXT),
     "namespace": ("Kubernetes namespace of the Task", _FILTER_TEXT),
+    "agent": ("invoked agent (an execution's invoke outcome)", _FILTER_TEXT),
+    "activationId": ("activation id the agent returned (the execution's invokeActivationId)", _FILTER_TEXT),
 }
 assert set(_FILTER_DOCS) == set(LIST_FILTERS)
 
@@ -134,7 +136,13 @@ _RECORD_PROPS: dict[str, Any] = {
     "taskPool": {"type": "string", "nullable": True},
     "channelId": {"type": "string", "nullable": True},
     "refId": {"type": "string", "nullable": True},
-    "spec": {"type": "object", "nullable": True, "description": "The original Task spec, enough to restart it (single-record answers only)."},
+    "spec": {"type": "object", "nullable": True, "description": "The original Task spec, enough to restart it (single-record answers only). An execution keeps the spec it was made from."},
+    "agent": {"type": "string", "nullable": True, "description": "Execution of an agent invocation: the agent its invoke outcome names."},
+    "invokeActivationId": {"type": "string", "nullable": True, "description": "The activation id the agent returned (null when no activation was made)."},
+    "invokeStatus": {"type": "string", "nullable": True, "enum": ["Succeeded", "Failed", "TimedOut", "Unreachable", "NotFound", "Rejected", "Error", None],
+                     "description": "The invoke action's verdict."},
+    "invokeHttpStatus": {"type": "integer", "nullable": True, "description": "The last HTTP status the agent answered."},
+    "invokeError": {"type": "string", "nullable": True, "description": "Short error text (at most 512 characters)."},
     "sequence": {"type": "integer"},
     "logSize": {"type": "integer"},
     "logChecksum": {"type": "string", "nullable": True},
@@ -231,7 +239,8 @@ def _document() -> dict[str, Any]:
                                    errors=(400, 404, 409, 503)),
             },
             "/v1/tasks/{name}/run": {
-                "post": _operation("runTask", "Run now: a one-off Job from the Task's CronJob (kubectl create job --from=cronjob/NAME), named <task>-manual-<epoch minutes>",
+                "post": _operation("runTask", "Run now: a one-off Job from the Task's CronJob (kubectl create job --from=cronjob/NAME), named <task>-manual-<epoch minutes>-<suffix>. "
+                                   "While an execution is active the Task's concurrencyPolicy decides: Allow starts another, Forbid answers 409 concurrency_forbidden naming it, Replace deletes it first.",
                                    ("name", "Task name."), errors=(400, 404, 409, 503)),
             },
             "/v1/agents/{agent}/invoke": {
@@ -243,6 +252,16 @@ def _document() -> dict[str, Any]:
                          "schema": {"type": "string", "pattern": AGENT_PATTERN}},
                         _NAMESPACE,
                     ],
+                },
+            },
+            "/v1/executions/{name}/rerun": {
+                "post": {
+                    **_operation("rerunExecution",
+                                 "Run an execution again from its record: a one-off Task (named <execution>-rerun-<suffix>, "
+                                 "annotated fabric.dev/rerun-of) of the spec the execution was made from, in its namespace, "
+                                 "also after its Task was deleted. 409 no_spec for a record without a spec, not_an_execution for a task record.",
+                                 ("name", "Execution name."), errors=(400, 404, 409, 503)),
+                    "parameters": [_path_param("name", "Execution name.")],
                 },
             },
             "/v1/tasks/{name}/executions": {
@@ -503,6 +522,7 @@ def _document() -> dict[str, Any]:
                         "task": {"type": "string", "description": "The Task acted on or created."},
                         "namespace": {"type": "string"},
                         "execution": {"type": "string", "description": "run: the Job started."},
+                        "rerunOf": {"type": "string", "description": "rerun: the execution run again."},
                     },
                 },
                 "InvokeRequest": {

@@ -11,6 +11,7 @@ Record invariants, whatever the backend:
   stale or repeated delivery and changes nothing. This is one conditional statement
   (``INSERT ... ON CONFLICT DO UPDATE ... WHERE``), so two racing upserts cannot both apply.
 - Fields absent from an upsert keep their stored values.
+- An execution record's ``spec`` is written once (the first non-null one): the spec it ran with.
 - ``sort_ms`` = ``start`` if known, else ``created``: the list order and the since/until range.
 - A log upload for an execution without a record creates a placeholder (sequence -1, namespace
   ''), so every blob has a record and retention sees it; the operator's first upsert fills it.
@@ -123,7 +124,12 @@ def upsert_sql(
     values += [p.add(now_ms), p.add(now_ms), p.add(expires_ms)]
     start = cols.get("start_ms")
     values.append(p.add(start if start is not None else now_ms))
-    sets = [f"{col} = excluded.{col}" for col in cols]
+    sets = [f"{col} = excluded.{col}" for col in cols if col != "spec"]
+    if "spec" in cols:
+        # An execution keeps the first spec stored for it: the spec it was made from (a rerun
+        # recreates it), not the Task's latest edit. A task record follows its Task.
+        sets.append("spec = CASE WHEN tasks.kind = 'execution' AND tasks.spec IS NOT NULL "
+                    "THEN tasks.spec ELSE excluded.spec END")
     sets += ["updated_ms = excluded.updated_ms", "expires_ms = excluded.expires_ms"]
     if "start_ms" in cols:
         sets.append("sort_ms = COALESCE(excluded.start_ms, tasks.created_ms)")
@@ -212,12 +218,14 @@ def delete_sql(dialect: Dialect, names: list[str], now_ms: int) -> tuple[str, li
     return f"DELETE FROM tasks WHERE name IN ({marks}) AND expires_ms <= {p.add(now_ms)}", p.values
 
 
-def index_ddl() -> list[str]:
-    """The list indexes, identical in both dialects."""
+def index_ddl(columns: tuple[str, ...] = INDEXED_FILTER_COLUMNS, *, base: bool = True) -> list[str]:
+    """The list indexes, identical in both dialects: the (column, sort_ms, name) index of each of
+    ``columns`` (a migration names the columns it indexes, so a released step never changes), and
+    with ``base`` the sort and expiry indexes."""
     out = [
         "CREATE INDEX IF NOT EXISTS tasks_by_sort ON tasks (sort_ms, name)",
         "CREATE INDEX IF NOT EXISTS tasks_by_expiry ON tasks (expires_ms)",
-    ]
-    for col in INDEXED_FILTER_COLUMNS:
+    ] if base else []
+    for col in columns:
         out.append(f"CREATE INDEX IF NOT EXISTS tasks_by_{col} ON tasks ({col}, sort_ms, name)")
     return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from .errors import UsageError
 from .views import ExecutionView, TaskView
@@ -125,5 +125,9 @@ class Backend(Protocol):
 
     async def raw_log(self, target: str, sink: LogSink) -> str:
         """Send the stored (or, on Kubernetes, the pod's whole) log unmodified; return the name."""
+
+    async def recorded_spec(self, execution: str) -> tuple[str, dict[str, Any], str | None]:
+        """What ``rerun`` repeats: (namespace, the Task spec ``execution`` was made from, a note
+        when that spec is only approximated); ``NotFoundError`` for an unknown execution."""
 
     async def close(self) -> None: ...

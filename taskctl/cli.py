@@ -158,12 +158,27 @@ def _task_verbs(sub: Any, prog: str) -> None:
 
     p = _add(sub, "run", aliases=("trigger", "run-now"), cmd="run",
              help="run a task now", description="Start an execution now. For a schedule this is `kubectl create job "
-                                                "--from=cronjob/NAME`: a Job <task>-manual-<epoch minutes> from the "
-                                                "CronJob's template, reported on the task like its scheduled runs.",
+                                                "--from=cronjob/NAME`: a Job <task>-manual-<epoch minutes>-<suffix> "
+                                                "from the CronJob's template, reported on the task like its scheduled "
+                                                "runs. While an execution of the task is still active, the task's "
+                                                "concurrencyPolicy decides: Allow starts another, Forbid refuses "
+                                                "(naming the active one), Replace cancels it and starts the new one.",
              examples=f"""
   {prog} run proj1-hubble-hourly
   {prog} run proj1-hubble-hourly && {prog} logs proj1-hubble-hourly -f""")
     p.add_argument("name", metavar="NAME", help="task name")
+
+    p = _add(sub, "rerun", aliases=("restart",), cmd="rerun",
+             help="run an execution again from its record",
+             description="Recreate a run from its record: a one-off task <execution>-rerun-<suffix> with the spec "
+                         "the execution was made from (the gateway keeps it with every execution), annotated "
+                         "fabric.dev/rerun-of, in the execution's namespace; it works after the execution's task was "
+                         "deleted. Without a gateway the cluster keeps no spec per run: the task's current spec is "
+                         "used, and a deleted task cannot be rerun.",
+             examples=f"""
+  {prog} rerun proj1-hubble-hourly-28950000
+  {prog} rerun proj1-hubble-hourly-28950000 -o name | xargs {prog} logs -f""")
+    p.add_argument("execution", metavar="EXECUTION", help="execution name")
 
     for verb, aliases, what in (("create", (), "create tasks from a file"),
                                 ("apply", (), "create or update tasks from a file")):

@@ -19,6 +19,8 @@ from controller.model import InvalidTask, describe as describe_schedule, next_ru
 from controller.model import validate_schedule, validate_task_name, validate_time_zone
 
 from . import render
+from controller.model.operations import rerun_task
+
 from .agents import invoke_task, task_name
 from .backend import Backend, ListQuery, LogOptions, canonical_status
 from .completion import bash as bash_completion, zsh as zsh_completion
@@ -287,6 +289,29 @@ async def cmd_run(ctx: Context, args: Any) -> int:
     return 0
 
 
+async def cmd_rerun(ctx: Context, args: Any) -> int:
+    """Recreate a run from its record: a one-off Task of the spec the execution was made from
+    (``operations.rerun_task``), created through Kubernetes like every write."""
+    reader = await ctx.reader()
+    namespace, spec, note = await reader.recorded_spec(args.execution)
+    if note:
+        ctx.note(note)
+    try:
+        manifest = rerun_task(args.execution, spec)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    manifest["metadata"]["namespace"] = namespace
+    kube = await ctx.kube()
+    created = await kube.create(manifest, "rerun")
+    task = created["metadata"]["name"]
+    if ctx.settings.output == "name":
+        _write(ctx, task + "\n")
+    else:
+        _write(ctx, render.message(True, f'Rerunning execution {args.execution} as task "{task}"',
+                                   ctx.settings.output, task=task, namespace=namespace, rerunOf=args.execution))
+    return 0
+
+
 def _documents(paths: list[str], stdin: TextIO) -> list[tuple[str, Any]]:
     docs: list[tuple[str, Any]] = []
     files: list[tuple[str, str]] = []
@@ -419,7 +444,7 @@ async def cmd_agents_activations(ctx: Context, args: Any) -> int:
     if not executions and s.output in ("table", "wide"):
         ctx.note(f'No activations of "{wanted}" yet.')
         return 0
-    _write(ctx, render.executions(executions, s.output, ctx.style()))
+    _write(ctx, render.activations(executions, s.output, ctx.style()))
     return 0
 
 
@@ -440,6 +465,7 @@ COMMANDS = {
     "resume": cmd_resume,
     "delete": cmd_delete,
     "run": cmd_run,
+    "rerun": cmd_rerun,
     "create": cmd_create,
     "apply": cmd_apply,
     "agents-invoke": cmd_agents_invoke,

@@ -179,6 +179,17 @@ class GatewayBackend:
         executions = await self.list_executions(name, ListQuery(limit=20))
         return self._with_next_run(task_from_record(record, executions))
 
+    async def recorded_spec(self, execution: str) -> tuple[str, dict[str, Any], str | None]:
+        """The spec the gateway keeps with the execution's record (the one it was made from)."""
+        record = await self._record(execution)
+        if record.get("kind") != "execution":
+            raise CliError(f'"{execution}" is a task, not an execution: taskctl run {execution} runs it now')
+        spec = record.get("spec")
+        if not isinstance(spec, dict) or not spec:
+            raise CliError(f'the record of execution "{execution}" holds no Task spec (recorded before executions '
+                           "kept theirs); rerun cannot recreate it")
+        return str(record.get("namespace") or ""), spec, None
+
     # -- logs ------------------------------------------------------------------------------------
 
     async def _resolve_execution(self, target: str, *, wait: bool) -> str:

@@ -36,16 +36,15 @@ from controller.kube import (
 )
 from controller.kube.config import load_cluster_config
 from controller.kube.resources import CRONJOBS, EVENTS, JOBS, PODS, TASKS, Resource
-from controller.model import InvalidTask, job_for_task, parse_task, parse_time
+from controller.model import InvalidTask, parse_task, parse_time
 from controller.model.labels import KIND, LABEL_JOB_NAME, LABEL_TASK
-from controller.model.operations import job_from_cronjob, manual_job_name
+from controller.model.operations import RunRefused, manual_run
 
 from .backend import LineWindow, ListQuery, LogOptions, LogSink, status_matches
 from .documents import place_task
 from .errors import CliError, NotFoundError, UnreachableError, UsageError, network_cause
 from .settings import context_namespace
 from .views import (
-    MANUAL_ANNOTATION,
     ExecutionView,
     TaskView,
     execution_from_job,
@@ -398,6 +397,27 @@ class KubeBackend:
                     sink.raw(chunk)
         return execution
 
+    async def recorded_spec(self, execution: str) -> tuple[str, dict[str, Any], str | None]:
+        """Without a gateway the cluster keeps no spec per execution: the spec of the execution's
+        Task as it is now (found through the Job's task label, or the Tasks' status histories),
+        with a note saying so. A deleted Task leaves nothing to rerun from."""
+        job = await self._get(JOBS, execution)
+        task_name = ((job or {}).get("metadata", {}).get("labels") or {}).get(LABEL_TASK) if job else None
+        if task_name is None:
+            for task in await self._list_all(TASKS, self.namespace):
+                entries = (task.get("status") or {}).get("executions") or []
+                if any(isinstance(e, dict) and e.get("name") == execution for e in entries):
+                    task_name = task["metadata"]["name"]
+                    break
+        task = await self._find_task(task_name) if task_name else None
+        if task is None:
+            raise NotFoundError(f'no execution "{execution}" of an existing task in namespace "{self.namespace}": '
+                                "without a gateway the cluster keeps no record of a run's spec once its task is "
+                                "deleted (configure a gateway: it keeps the spec of every execution)")
+        note = (f'no gateway: rerunning with task "{task_name}"\'s current spec (the cluster keeps no spec per '
+                "execution)")
+        return self.namespace, dict(task.get("spec") or {}), note
+
     # -- writes ----------------------------------------------------------------------------------
 
     async def set_suspend(self, name: str, suspend: bool) -> tuple[bool, str]:
@@ -430,32 +450,32 @@ class KubeBackend:
         raise NotFoundError(f'no task or execution named "{name}" in namespace "{self.namespace}"')
 
     async def run(self, name: str, now: datetime) -> str:
-        """Start an execution now, as ``kubectl create job --from=cronjob/NAME`` does."""
+        """Start an execution now, as ``controller.model.operations.manual_run`` decides (the
+        Task's concurrencyPolicy: Allow a new one, Forbid refuse naming the active one, Replace it)."""
         task = await self.get_task(name)
         try:
             spec = parse_task(task)
         except InvalidTask as exc:
             raise CliError(f'task "{name}" cannot run: {exc.message}') from exc
-        job_name = manual_job_name(name, now)
-        if spec.is_scheduled:
-            cronjob = await self._get(CRONJOBS, name)
-            if cronjob is None:
-                raise CliError(f"CronJob {name} does not exist yet: the operator creates it from the task "
-                               "(is the operator running?)")
-            job = job_from_cronjob(cronjob, job_name)
-        else:
-            job = job_for_task(task, spec, now)
-            job["metadata"]["name"] = job_name
-            job["metadata"]["annotations"][MANUAL_ANNOTATION] = "manual"
+        cronjob = await self._get(CRONJOBS, name) if spec.is_scheduled else None
+        jobs = await self._list_all(JOBS, self.namespace, label_selector=f"{LABEL_TASK}={name}")
+        jobs = [j for j in jobs if _belongs(j, name, task["metadata"].get("uid"))]
+        try:
+            plan = manual_run(task, spec, jobs, now, cronjob)
+        except RunRefused as exc:
+            raise CliError(exc.message) from exc
+        for replaced in plan.replace:
+            try:
+                async with self._translate():
+                    await self.client.delete(JOBS, replaced, namespace=self.namespace)
+            except NotFound:
+                pass
         try:
             async with self._translate():
-                await self.client.create(JOBS, job, namespace=self.namespace)
-        except AlreadyExists as exc:
-            raise CliError(f"execution {job_name} already exists: task {name} was already run by hand this "
-                           "minute; try again in a minute") from exc
+                created = await self.client.create(JOBS, plan.job, namespace=self.namespace)
         except Invalid as exc:
-            raise CliError(f"the API server rejected execution {job_name}: {exc.message}") from exc
-        return job_name
+            raise CliError(f"the API server rejected a manual execution of task {name}: {exc.message}") from exc
+        return created["metadata"]["name"]
 
     async def create(self, doc: dict[str, Any], source: str) -> dict[str, Any]:
         placed, namespace = place_task(doc, source, self.namespace, self._namespace_explicit)

@@ -97,6 +97,53 @@ def executions(views: Sequence[ExecutionView], fmt: str, style: Style) -> str:
     return render(headers, rows, color=style.color, max_width=style.width, ascii=style.ascii)
 
 
+def activations(views: Sequence[ExecutionView], fmt: str, style: Style) -> str:
+    """``agents list-activations``: one row per agent invocation a schedule made (executions
+    without an invoke outcome yet, running or not an invoke run, show ``-``)."""
+    if fmt == "name":  # the execution names, as for every list verb (scripts pass them to logs/rerun)
+        return "".join(f"{v.name}\n" for v in views)
+    if fmt in ("json", "yaml"):
+        return dump([_activation_json(v) for v in views], fmt)
+    wide = fmt == "wide"
+    headers = ["Activation", "Agent", "Invoke Status", "Started", "Duration", "Schedule", "Execution"]
+    if wide:
+        headers += ["HTTP", "Run Status", "Error"]
+    rows = []
+    for e in views:
+        inv = e.invoke
+        row: list[Any] = [
+            (inv.activation_id if inv else None) or "-",
+            inv.agent if inv else "-",
+            styled_status(inv.status if inv else (None if e.terminal else e.status)),
+            relative(e.started, style.now),
+            duration(e.started, e.finished, None if e.terminal else style.now),
+            e.task or "",
+            e.name + (" (manual)" if e.manual else ""),
+        ]
+        if wide:
+            row += ["" if not inv or inv.http_status is None else str(inv.http_status), styled_status(e.status),
+                    (inv.error if inv else None) or ""]
+        rows.append(row)
+    return render(headers, rows, color=style.color, max_width=style.width, ascii=style.ascii)
+
+
+def _activation_json(e: ExecutionView) -> dict[str, Any]:
+    inv = e.invoke
+    base = execution_json(e)
+    return {
+        "activationId": inv.activation_id if inv else None,
+        "agent": inv.agent if inv else None,
+        "invokeStatus": inv.status if inv else None,
+        "httpStatus": inv.http_status if inv else None,
+        "error": inv.error if inv else None,
+        "start": base["start"],
+        "durationSeconds": base["durationSeconds"],
+        "schedule": e.task,
+        "execution": e.name,
+        "status": e.status,
+    }
+
+
 # --- describe --------------------------------------------------------------------------------------
 
 
@@ -196,6 +243,9 @@ def describe_sheet(t: TaskView, next_runs: list[datetime], style: Style, *, sche
     if template.get("podSpec"):
         images = [c.get("image", "") for c in template["podSpec"].get("containers") or []]
         field("Pod Spec", f"{len(images)} container(s): {', '.join(images)}")
+    last_invoke = next((e for e in t.executions if e.invoke), None)
+    if last_invoke is not None and last_invoke.invoke is not None:
+        field("Last Invoke", _invoke_text(last_invoke.invoke) + f" (execution {last_invoke.name})")
     if t.conditions:
         lines.append(paint("Conditions:", "bold", style.color))
         lines += _columns(["Type", "Status", "Reason", "Message"],
@@ -244,6 +294,15 @@ def message(ok: bool, text: str, fmt: str, **extra: Any) -> str:
         body = {"success": ok, "message": text, **extra}
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False) + "\n" if fmt == "json" else dump(body, "yaml")
     return text + "\n"
+
+
+def _invoke_text(inv: Any) -> str:
+    """``Succeeded: agent hubble_agent, activation act-42, HTTP 200`` (and the error, if any)."""
+    parts = [f"agent {inv.agent}", f"activation {inv.activation_id or 'none'}"]
+    if inv.http_status is not None:
+        parts.append(f"HTTP {inv.http_status}")
+    text = f"{inv.status}: {', '.join(parts)}"
+    return f"{text}: {inv.error}" if inv.error else text
 
 
 def _reason_with_queue(e: ExecutionView) -> str:

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.model import execution_of, parse_time
+from controller.model.outcome import InvokeOutcome
 
 from .humanize import timestamp
 from .table import Styled
@@ -29,6 +30,12 @@ _STATUS_STYLES = {
     "Failed": "red",
     "Invalid": "bold-red",
     PAUSED: "yellow",
+    # invoke statuses (controller/model/outcome.py)
+    "TimedOut": "red",
+    "Unreachable": "red",
+    "NotFound": "red",
+    "Rejected": "red",
+    "Error": "red",
 }
 
 
@@ -53,6 +60,7 @@ class ExecutionView:
     log_state: str | None = None
     manual: bool = False
     queue: dict[str, Any] | None = None   # while Queued: {pool, position, reason} (task pools)
+    invoke: InvokeOutcome | None = None   # the agent invocation's outcome (finished invoke runs)
 
     @property
     def terminal(self) -> bool:
@@ -166,6 +174,7 @@ def execution_from_status(entry: dict[str, Any], task: str | None, namespace: st
         log_state=state,
         manual="-manual-" in str(entry.get("name") or ""),
         queue=entry.get("queue") if isinstance(entry.get("queue"), dict) else None,
+        invoke=InvokeOutcome.from_status(entry.get("invoke")),
     )
 
 
@@ -181,7 +190,7 @@ def execution_from_job(job: dict[str, Any], pods: list[dict[str, Any]], task: st
         name=ex.name, task=task, namespace=meta.get("namespace"), status=ex.phase, reason=ex.reason,
         message=ex.message, scheduled=ex.scheduled_time, started=ex.start_time,
         finished=ex.completion_time, exit_code=ex.exit_code,
-        manual=(meta.get("annotations") or {}).get(MANUAL_ANNOTATION) == "manual",
+        manual=(meta.get("annotations") or {}).get(MANUAL_ANNOTATION) == "manual", invoke=ex.invoke,
     )
 
 
@@ -276,6 +285,10 @@ def execution_from_record(rec: dict[str, Any]) -> ExecutionView:
         log_size=_int(rec.get("logSize")),
         log_state=rec.get("logState"),
         manual="-manual-" in (rec.get("name") or ""),
+        invoke=InvokeOutcome.from_status({"agent": rec.get("agent"), "status": rec.get("invokeStatus"),
+                                          "activationId": rec.get("invokeActivationId"),
+                                          "httpStatus": rec.get("invokeHttpStatus"),
+                                          "error": rec.get("invokeError")}),
     )
 
 
@@ -343,6 +356,7 @@ def execution_json(e: ExecutionView) -> dict[str, Any]:
         "logState": e.log_state,
         "manual": e.manual,
         **({"queue": e.queue} if e.queue else {}),
+        **({"invoke": e.invoke.to_status()} if e.invoke else {}),
     }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+import re
 import ssl as ssl_module
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -463,7 +464,7 @@ class KubeClient:
         tokens expire). The caller must ``_finish`` the returned response.
         """
         url = self._host + path
-        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        data = None if body is None else _encode_body(body, content_type)
         for attempt in range(2):
             headers = {"Content-Type": content_type} if data is not None else {}
             authorization = await self._credentials.authorization()
@@ -526,3 +527,25 @@ def _error_from(response: aiohttp.ClientResponse, raw: bytes) -> ApiError:
         text=text,
         retry_after_header=response.headers.get("Retry-After"),
     )
+
+
+# A JSON surrogate-pair escape not preceded by an escaped backslash: ``\\ud83c\\udf0d``.
+_SURROGATE_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def _yaml_escape_pair(match: re.Match[str]) -> str:
+    high, low = int(match.group(2), 16), int(match.group(3), 16)
+    return f"{match.group(1)}\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08X}"
+
+
+def _encode_body(body: Any, content_type: str) -> bytes:
+    """JSON bytes of a request body, ASCII only (every other character ``\\uXXXX``-escaped).
+
+    Server-side apply bodies are read by the API server as YAML, which takes JSON's escapes except
+    surrogate pairs (a 400 for any character outside the BMP, e.g. an emoji); YAML's own
+    ``\\UXXXXXXXX`` escape says the same character, so apply bodies get that instead. Raw UTF-8
+    would not do: YAML folds U+2028/U+2029 and NEL as line breaks, changing the text."""
+    data = json.dumps(body, separators=(",", ":"))
+    if content_type == PATCH_CONTENT_TYPES["apply"]:
+        data = _SURROGATE_PAIR.sub(_yaml_escape_pair, data)
+    return data.encode()

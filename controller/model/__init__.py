@@ -18,7 +18,10 @@ Modules, lowest first:
 - ``schedule``  Kubernetes cron: validation, time zones, next run times (DST-exact), descriptions.
 - ``spec``      ``parse_task(obj) -> TaskSpec``.
 - ``children``  Task -> Job / CronJob manifests, and ``cronjob_spec_differs``.
+- ``outcome``   a finished container's termination message -> invoke outcome or bounded text.
 - ``status``    Jobs + Pods + CronJob -> Task status, execution phases.
+- ``records``   Task status -> the gateway's task and execution records.
+- ``operations`` what users start by hand: run now (``manual_run``), invoke an agent, rerun.
 """
 
 from .children import cronjob_for_task, cronjob_spec_differs, desired_child, job_for_task

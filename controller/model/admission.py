@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
 from . import labels as L
-from .operations import MANUAL_ANNOTATION
+from .labels import MANUAL_ANNOTATION
 from .times import parse_time
 
 POOL_FULL = "PoolFull"

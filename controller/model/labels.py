@@ -54,5 +54,17 @@ ENV_ACTION = "FABRIC_ACTION"
 ENV_EXECUTION = "FABRIC_EXECUTION"
 RESERVED_ENV = frozenset({ENV_PAYLOAD, ENV_TASK, ENV_SKILL, ENV_ACTION, ENV_EXECUTION})
 
+# On every pod of an execution (the pod template), when the operator ships logs, and always on a
+# manual run's pods: the operator removes it once the pod's log is stored (or, when it ships no
+# logs, once the pod has finished), so no one deletes a pod, and its log, before that.
+LOG_FINALIZER = f"{GROUP}/log-shipping"
+
+# Kubernetes' own marker on Jobs made by ``kubectl create job --from=cronjob/...`` (value
+# "manual"); manual runs (operations.manual_run) carry it too.
+MANUAL_ANNOTATION = "cronjob.kubernetes.io/instantiate"
+
+# On a Task made by a rerun (operations.rerun_task): the execution whose recorded spec it repeats.
+ANNOTATION_RERUN_OF = f"{GROUP}/rerun-of"
+
 # Name of the single container built from template.image.
 CONTAINER_NAME = "task"

@@ -14,7 +14,12 @@ record through the gateway's own validation):
 - ``execution_record``  ``kind: execution``: one entry of ``status.executions`` (one Job).
                         ``parent`` is the Task's name when the Task is scheduled, ``status`` the
                         execution's phase (Pending|Queued|Running|Succeeded|Failed), ``statusReason``
-                        its reason and message.
+                        its reason and message; ``agent``, ``invokeActivationId``, ``invokeStatus``,
+                        ``invokeHttpStatus``, ``invokeError`` its invoke outcome (``outcome.py``;
+                        all null for a run that is not an agent invocation or has not finished);
+                        ``spec`` the Task's spec as reported with the execution (the gateway keeps
+                        the first one it stores for an execution: the spec the run was made from,
+                        what a rerun recreates).
 
 A record is always a **full snapshot**: every field is present, ``null`` when unknown, so a field
 that was cleared on the Task is cleared in the gateway too (the gateway keeps the stored value of
@@ -57,6 +62,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from .outcome import InvokeOutcome
 from .spec import TaskSpec
 from .status import READY, format_time, parse_time
 
@@ -226,12 +232,24 @@ def execution_record(task: Mapping[str, Any], spec: TaskSpec | None, execution: 
         "start": _time(execution.get("startTime")),
         "end": _time(execution.get("completionTime")),
         **_correlation(task, spec),
+        **_invoke_fields(InvokeOutcome.from_status(execution.get("invoke"))),
+        "spec": copy.deepcopy(dict(raw_spec)) if isinstance(raw_spec := task.get("spec"), Mapping) else None,
     }
     if log is None and isinstance(execution.get("log"), Mapping):
         log = execution["log"]
     if log is not None and log.get("state") == LOG_LOST:
         record["logState"] = LOG_LOST
     return record
+
+
+def _invoke_fields(invoke: InvokeOutcome | None) -> dict[str, Any]:
+    """The invoke outcome as the gateway's flat, filterable fields (all null without one)."""
+    if invoke is None:
+        return {"agent": None, "invokeActivationId": None, "invokeStatus": None,
+                "invokeHttpStatus": None, "invokeError": None}
+    return {"agent": _identifier(invoke.agent), "invokeActivationId": _identifier(invoke.activation_id),
+            "invokeStatus": _text(invoke.status, MAX_STATUS), "invokeHttpStatus": invoke.http_status,
+            "invokeError": _text(invoke.error)}
 
 
 def resource_version(source: Mapping[str, Any] | str | int | None) -> str | int | None:

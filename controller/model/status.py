@@ -21,7 +21,11 @@ Status shape (every key present, ``null`` when unknown, except ``nextScheduleTim
     conditions: [{type: Ready, status: "True"|"False", reason, message,
                   lastTransitionTime, observedGeneration}]   # plus others' conditions, untouched
     executions: [{name, phase, scheduledTime, startTime, completionTime, reason, message,
-                  exitCode, queue, ...fields others own, e.g. log}]   # newest first, at most `history`
+                  exitCode, invoke, queue, ...fields others own, e.g. log}]   # newest first, at most `history`
+
+``invoke`` is ``{agent, activationId, status, httpStatus, error}`` when the finished container's
+termination message is an invoke outcome (``outcome.py``), else null; any other termination text
+of a finished container (success or failure) goes into ``message``, at most 1024 characters.
     active: int                 # executions whose Job exists and has not finished
     lastScheduleTime: str       # CronJob's status.lastScheduleTime (scheduled Tasks)
     lastSuccessfulTime: str     # latest successful completion
@@ -51,6 +55,7 @@ from . import labels as L
 from .admission import POOL_NOT_FOUND, Waiting, merge_queue_info
 from .errors import InvalidTask
 from .names import execution_name
+from .outcome import InvokeOutcome, read_termination_message
 from .schedule import describe, iter_runs
 from .spec import TaskSpec
 from .times import format_time, parse_time  # noqa: F401 - also this module's API
@@ -59,13 +64,12 @@ from .times import format_time, parse_time  # noqa: F401 - also this module's AP
 # reconcilers import it.
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 EXECUTION_KEYS = ("name", "phase", "scheduledTime", "startTime", "completionTime", "reason",
-                  "message", "exitCode")
+                  "message", "exitCode", "invoke")
 READY = "Ready"
 # A schedule time this far in the past with no run started counts as missed.
 MISSED_RUN_GRACE = timedelta(seconds=60)
 # Kubernetes' CronJob controller also stops counting missed start times at 100.
 MAX_MISSED_RUNS = 100
-_MAX_DETAIL = 512
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -81,6 +85,7 @@ class Execution:
     message: str | None = None
     exit_code: int | None = None
     scheduled_time: datetime | None = None  # the CronJob's scheduled time, else the Job's creation
+    invoke: InvokeOutcome | None = None  # from the finished container's termination message
 
     @property
     def terminal(self) -> bool:
@@ -96,6 +101,7 @@ class Execution:
             "reason": self.reason,
             "message": self.message,
             "exitCode": self.exit_code,
+            "invoke": self.invoke.to_status() if self.invoke else None,
         }
 
     @classmethod
@@ -110,6 +116,7 @@ class Execution:
             message=entry.get("message"),
             exit_code=exit_code if isinstance(exit_code, int) and not isinstance(exit_code, bool) else None,
             scheduled_time=parse_time(entry.get("scheduledTime")),
+            invoke=InvokeOutcome.from_status(entry.get("invoke")),
         )
 
 
@@ -158,10 +165,6 @@ def _waiting(pod: dict[str, Any]) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _truncate(text: str, limit: int = _MAX_DETAIL) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _join(*parts: str | None) -> str | None:
     text = "; ".join(p for p in parts if p)
     return text or None
@@ -177,17 +180,19 @@ def execution_of(job: dict[str, Any], pods: list[dict[str, Any]]) -> Execution:
     exit_code = None
     detail = None
     container_reason = None
+    said = read_termination_message(None)
     if outcome is not None:
         _, (cname, state) = outcome
         code = state.get("exitCode")
         exit_code = code if isinstance(code, int) else None
         container_reason = state.get("reason") or None
+        said = read_termination_message(state.get("message"))
         if exit_code:
             detail = f"container '{cname}' exited with code {exit_code}"
             if container_reason and container_reason != "Error":
                 detail += f" ({container_reason})"
-            if state.get("message"):
-                detail += f": {_truncate(str(state['message']).strip())}"
+            if said.message:
+                detail += f": {said.message}"
 
     pod_starts = [parse_time((p.get("status") or {}).get("startTime")) for p in pods]
     pod_starts = [t for t in pod_starts if t is not None]
@@ -200,13 +205,13 @@ def execution_of(job: dict[str, Any], pods: list[dict[str, Any]]) -> Execution:
              completion: datetime | None = None) -> Execution:
         return Execution(name=name, phase=phase, start_time=start, completion_time=completion,
                          reason=reason, message=message, exit_code=exit_code,
-                         scheduled_time=scheduled)
+                         scheduled_time=scheduled, invoke=said.invoke)
 
     done = conditions.get("Complete") or conditions.get("SuccessCriteriaMet")
     if done is not None:
         completion = parse_time(status.get("completionTime")) or parse_time(done.get("lastTransitionTime"))
-        return make("Succeeded", done.get("reason") or "Completed", done.get("message") or None,
-                    completion)
+        return make("Succeeded", done.get("reason") or "Completed",
+                    _join(done.get("message"), said.message), completion)
     failed = conditions.get("Failed") or conditions.get("FailureTarget")
     if failed is not None:
         return make("Failed", failed.get("reason") or container_reason or "Failed",
@@ -286,7 +291,8 @@ def _executions(task: dict[str, Any], current: list[Execution], history: int) ->
             gone = Execution(name=gone.name, phase="Failed", start_time=gone.start_time,
                              completion_time=None, reason="JobDeleted",
                              message="the Job was deleted before it finished",
-                             exit_code=gone.exit_code, scheduled_time=gone.scheduled_time)
+                             exit_code=gone.exit_code, scheduled_time=gone.scheduled_time,
+                             invoke=gone.invoke)
         merged.append(gone)
     merged.sort(key=_sort_key, reverse=True)
     result = []

@@ -37,12 +37,13 @@ from controller.events import WARNING, EventRecorder
 from controller.kube import Conflict, Invalid, KubeClient, NotFound
 from controller.kube.resources import JOBS, PODS
 from controller.logs import LogShipperPool, Lost, Outcome, Retained, Stored, outcome_kind
+from controller.model.labels import LOG_FINALIZER
 from controller.model.status import TERMINAL_PHASES, parse_time
 from controller.settings import LogSettings
 
 log = structlog.get_logger(__name__)
 
-FINALIZER = "fabric.dev/log-shipping"
+FINALIZER = LOG_FINALIZER
 # executions[].log.reason of a log whose pod was released before the log could be stored.
 RELEASED_UNSTORED = "released-before-stored"
 FINAL_LOG_STATES = frozenset({"stored", "lost", "failed", "retained"})

@@ -9,7 +9,6 @@ the Task, invoke creates a scheduled Task whose CronJob appears, delete removes 
 from __future__ import annotations
 
 import io
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.kube import NotFound
 from controller.kube.resources import CRONJOBS, JOBS, TASKS
+from controller.model.labels import LOG_FINALIZER
 from gateway.clock import RealClock
 from gateway.server import start
 from gateway.settings import AuthSettings, HttpSettings, KubeSettings, Settings, StorageSettings
@@ -118,21 +118,62 @@ async def test_run_now_makes_a_job_the_operator_reports(installed, operator, kub
     body = ok(await gateway.call("POST", "/v1/tasks/yearly-digest/run"))
     execution = body["execution"]
     assert execution.startswith("yearly-digest-manual-")
-    assert abs(int(execution.rsplit("-", 1)[1]) - time.time() // 60) <= 1
     job = await kube.get(JOBS, execution, namespace=namespace)
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("CronJob", "yearly-digest", True)
     assert job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"] == "manual"
+    assert LOG_FINALIZER in job["spec"]["template"]["metadata"]["finalizers"]
 
     async def reported() -> Any:
         executions = ((await task(kube, namespace, "yearly-digest")).get("status") or {}).get("executions") or []
         return next((e for e in executions if e["name"] == execution and e["phase"] == "Succeeded"), None)
 
     assert await eventually(reported, timeout=90, message="the operator reports the manual run on the Task")
-    status, body = await gateway.call("POST", "/v1/tasks/yearly-digest/run")
-    assert status == 409 and body["error"]["code"] == "already_exists", body
     status, body = await gateway.call("POST", "/v1/tasks/not-there/run")
     assert status == 404, body
+
+
+async def _executions(kube, namespace: str, name: str) -> dict[str, dict[str, Any]]:
+    entries = ((await task(kube, namespace, name)).get("status") or {}).get("executions") or []
+    return {e["name"]: e for e in entries}
+
+
+@pytest.mark.parametrize("policy", ["Allow", "Forbid", "Replace"])
+async def test_run_now_twice_follows_the_concurrency_policy(installed, operator, kube, namespace, gateway: Client,
+                                                            policy: str) -> None:
+    """Run now twice while the first run is still going (its pods run for an hour): no clock is
+    involved, only the Task's concurrencyPolicy decides."""
+    name = f"twice-{policy.lower()}"
+    await kube.create(TASKS, task_manifest(name, schedule="@yearly", run_for="1h", concurrencyPolicy=policy),
+                      namespace=namespace)
+    await eventually(lambda: kube.get(CRONJOBS, name, namespace=namespace), timeout=30)
+    first = ok(await gateway.call("POST", f"/v1/tasks/{name}/run"))["execution"]
+
+    async def running(execution: str) -> Any:
+        entry = (await _executions(kube, namespace, name)).get(execution)
+        return entry if entry and entry["phase"] == "Running" else None
+
+    await eventually(lambda: running(first), timeout=90, message="the first manual run is Running")
+    status, body = await gateway.call("POST", f"/v1/tasks/{name}/run")
+    if policy == "Forbid":
+        assert status == 409 and body["error"]["code"] == "concurrency_forbidden", body
+        assert first in body["error"]["message"], body
+        jobs = (await kube.list(JOBS, namespace=namespace, label_selector=f"fabric.dev/task={name}"))["items"]
+        assert [j["metadata"]["name"] for j in jobs] == [first]
+        return
+    assert status == 200, body
+    second = body["execution"]
+    assert second != first and second.startswith(f"{name}-manual-")
+    await eventually(lambda: running(second), timeout=90, message="the second manual run is Running")
+    if policy == "Allow":
+        assert (await _executions(kube, namespace, name))[first]["phase"] == "Running"
+    else:
+        async def replaced() -> Any:
+            entry = (await _executions(kube, namespace, name)).get(first)
+            return entry if entry and entry["phase"] == "Failed" else None
+
+        gone = await eventually(replaced, timeout=90, message="the replaced run is reported Failed")
+        assert gone["reason"] == "JobDeleted", gone
 
 
 async def test_invoke_creates_a_scheduled_task_and_its_cronjob(installed, operator, kube, namespace, gateway: Client) -> None:

@@ -142,9 +142,8 @@ async def test_run_makes_a_manual_job_the_operator_reports(kubeconfig, installed
     await eventually(lambda: kube.get(CRONJOBS, "yearly-digest", namespace=namespace), timeout=30)
     execution = ok(taskctl(kubeconfig, "run", "yearly-digest", "-o", "name", "-n", namespace)).strip()
     assert execution.startswith("yearly-digest-manual-")
-    minutes = int(execution.rsplit("-", 1)[1])
-    assert abs(minutes - time.time() // 60) <= 1
     job = await kube.get(JOBS, execution, namespace=namespace)
+    assert "fabric.dev/log-shipping" in job["spec"]["template"]["metadata"]["finalizers"]
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("CronJob", "yearly-digest", True)
     assert job["metadata"]["labels"]["fabric.dev/task"] == "yearly-digest"
@@ -162,6 +161,17 @@ async def test_run_makes_a_manual_job_the_operator_reports(kubeconfig, installed
     await ready(kube, namespace, "rerun-me", "Succeeded")
     again = ok(taskctl(kubeconfig, "run", "rerun-me", "-n", namespace))
     assert again.startswith('Started execution rerun-me-manual-')
+    # Run now twice: Allow (the default) starts a second execution, whatever the minute.
+    twice = ok(taskctl(kubeconfig, "run", "rerun-me", "-o", "name", "-n", namespace)).strip()
+    assert twice.startswith("rerun-me-manual-") and twice not in again
+    # Forbid refuses while one runs, naming it.
+    ok(taskctl(kubeconfig, "create", "-f", str(write_manifests(
+        tmp_path, task_manifest("one-at-a-time", schedule="@yearly", run_for="1h", concurrencyPolicy="Forbid"))),
+        "-n", namespace))
+    await eventually(lambda: kube.get(CRONJOBS, "one-at-a-time", namespace=namespace), timeout=30)
+    first = ok(taskctl(kubeconfig, "run", "one-at-a-time", "-o", "name", "-n", namespace)).strip()
+    refused = taskctl(kubeconfig, "run", "one-at-a-time", "-n", namespace)
+    assert refused.returncode != 0 and first in refused.stderr and "Forbid" in refused.stderr, refused.stderr
 
 
 async def test_delete_asks_first_and_cancels_executions(kubeconfig, installed, operator, kube, namespace, tmp_path):
@@ -282,7 +292,7 @@ async def test_agents_invoke_runs_the_designs_examples(kubeconfig, installed, op
         out = taskctl(kubeconfig, "agents", "list-activations", "--correlation-id", "proj1-hubble-hourly", "-o", "json",
                       "-n", namespace)
         rows = json.loads(out.stdout or "[]")
-        return [r for r in rows if r["name"] == execution and r["status"] == "Succeeded"]
+        return [r for r in rows if r["execution"] == execution and r["status"] == "Succeeded"]
 
     assert await eventually(listed, timeout=90)
     # A one-off invoke gets a generated name.

@@ -481,6 +481,38 @@ async def test_executions_of_a_task(gw: Gateway) -> None:
     assert_error(*await gw.get("/v1/tasks/sched-x/executions", schedule="other"), 400, "bad_parameter")
 
 
+async def test_invoke_outcomes_are_stored_and_filtered_by_agent_and_activation(gw: Gateway) -> None:
+    spec_v1 = {"schedule": "* * * * *", "payload": {"agentName": "hubble_agent", "params": {"b": None}}}
+    runs = [("hub-1", "hubble_agent", "act-1", "Succeeded", 200, None),
+            ("hub-2", "hubble_agent", "act-2", "Error", 503, "agent answered 503 after 3 tries"),
+            ("hub-3", "hubble_agent", None, "TimedOut", None, "deadline 30s passed"),
+            ("oth-1", "other_agent", "act-9", "Failed", 200, "agent said the activation failed")]
+    for minute, (name, agent, act, st, http, err) in enumerate(runs):
+        status, body = await gw.put_record(name, parent="hub", start=(T0 + timedelta(minutes=minute)).isoformat(),
+                                           agent=agent, invokeActivationId=act, invokeStatus=st, invokeHttpStatus=http,
+                                           invokeError=err, spec=spec_v1)
+        assert (status, body["applied"]) == (200, True), body
+    rec = (await gw.get("/v1/tasks/hub-2"))[1]
+    assert (rec["agent"], rec["invokeActivationId"], rec["invokeStatus"], rec["invokeHttpStatus"], rec["invokeError"]) == \
+        ("hubble_agent", "act-2", "Error", 503, "agent answered 503 after 3 tries")
+    page = (await gw.get("/v1/tasks", agent="hubble_agent", sort="start"))[1]
+    assert [r["name"] for r in page["items"]] == ["hub-1", "hub-2", "hub-3"]
+    assert [r["invokeStatus"] for r in page["items"]] == ["Succeeded", "Error", "TimedOut"]
+    assert [r["name"] for r in (await gw.get("/v1/tasks", activationId="act-9"))[1]["items"]] == ["oth-1"]
+    assert [r["name"] for r in (await gw.get("/v1/tasks/hub/executions", activationId="act-1"))[1]["items"]] == ["hub-1"]
+    assert (await gw.get("/v1/tasks", activationId="act-404"))[1]["items"] == []
+    # An execution keeps the spec it was made from; later reports carrying the Task's edited spec
+    # change its other fields only. A task record follows its Task.
+    spec_v2 = {**spec_v1, "payload": {"agentName": "hubble_agent", "params": {"b": 2}}}
+    assert (await gw.put_record("hub-1", sequence=2, status="Succeeded", spec=spec_v2))[1]["applied"]
+    rec = (await gw.get("/v1/tasks/hub-1"))[1]
+    assert (rec["status"], rec["spec"]) == ("Succeeded", spec_v1)
+    await gw.put_record("hub", kind="task", spec=spec_v1)
+    await gw.put_record("hub", kind="task", sequence=2, spec=spec_v2)
+    assert (await gw.get("/v1/tasks/hub"))[1]["spec"] == spec_v2
+    assert_error(*await gw.put_record("bad-1", invokeHttpStatus="200"), 400, "bad_field")
+
+
 USER_TOKENS = {"a": "user-a-" + uuid.uuid4().hex, "ab": "user-ab-" + uuid.uuid4().hex, "all": "user-all-" + uuid.uuid4().hex}
 READS = {"a": {"ns-a"}, "ab": {"ns-a", "ns-b"}, "all": {"ns-a", "ns-b", "ns-c"}}
 

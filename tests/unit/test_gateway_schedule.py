@@ -180,3 +180,31 @@ async def test_input_is_checked_before_the_cluster(gw: Any, method: str, path: s
     got_status, got = await _call(gw, method, path, **kw)
     assert got_status == status, got
     assert got["error"]["code"] == code and text in got["error"]["message"], got
+
+
+async def _record(gw: Any, name: str, **fields: Any) -> None:
+    running, http = gw
+    body = {"namespace": "proj1", "kind": "execution", "sequence": 1, **fields}
+    async with http.put(running.internal_url + f"/internal/tasks/{name}", json=body,
+                        headers={"Authorization": "Bearer t"}) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def test_rerun_reads_the_record_from_the_database_before_the_cluster(gw: Any) -> None:
+    """The checks of POST /v1/executions/{name}/rerun against records in the real SQLite store;
+    the Task it creates is checked on a real cluster (tests/e2e/test_gateway_schedule_ops.py)."""
+    spec = {"skillName": "s", "payload": {"b": None}, "template": {"image": "busybox"}, "schedule": "@hourly"}
+    await _record(gw, "hub-29000000", spec=spec, parent="hub")
+    await _record(gw, "old-29000000")  # recorded before executions kept their spec
+    await _record(gw, "hub", kind="task", spec=spec)
+    status, body = await _call(gw, "POST", "/v1/executions/nope-1/rerun")
+    assert (status, body["error"]["code"]) == (404, "not_found"), body
+    status, body = await _call(gw, "POST", "/v1/executions/hub/rerun")
+    assert (status, body["error"]["code"]) == (409, "not_an_execution"), body
+    status, body = await _call(gw, "POST", "/v1/executions/old-29000000/rerun")
+    assert (status, body["error"]["code"]) == (409, "no_spec"), body
+    assert "holds no Task spec" in body["error"]["message"]
+    status, body = await _call(gw, "POST", "/v1/executions/hub-29000000/rerun")
+    assert (status, body["error"]["code"]) == (503, "kubernetes_not_configured"), body
+    status, body = await _call(gw, "POST", "/v1/executions/Bad_Name/rerun")
+    assert (status, body["error"]["code"]) == (400, "invalid_name"), body

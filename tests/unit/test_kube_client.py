@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
@@ -699,3 +700,23 @@ async def test_from_config_speaks_tls_with_the_kubeconfig_ca_and_client_certific
             await kube.close()
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param("héllo 世界", id="bmp"),
+    pytest.param("🌍 and 𝄞", id="outside-the-bmp"),
+    pytest.param("a\u2028b\u2029c\x85d", id="yaml-line-breaks-stay-characters"),
+    pytest.param("\\ud83c\\udf0d", id="escaped-backslash-is-not-an-escape"),
+    pytest.param("\\🌍", id="backslash-then-emoji"),
+    pytest.param('"quoted" \\ back \n tab\t', id="json-escapes"),
+])
+def test_apply_bodies_are_json_and_yaml_of_the_same_text(text: str) -> None:
+    """Server-side apply bodies are parsed as YAML by the API server: the bytes must say the same
+    text to a YAML parser (here PyYAML; the real API server in tests/e2e/test_invoke_records.py)."""
+    from controller.kube.client import PATCH_CONTENT_TYPES, _encode_body
+
+    body = {"spec": {"payload": {"t": text, "n": None}}}
+    applied = _encode_body(body, PATCH_CONTENT_TYPES["apply"])
+    assert yaml.safe_load(applied.decode()) == body
+    assert applied.isascii()
+    assert json.loads(_encode_body(body, "application/json")) == body

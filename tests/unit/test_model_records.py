@@ -29,7 +29,8 @@ NOW_MS = int(NOW.timestamp() * 1000)
 SPEC_FIELDS = {"skillName", "actionName", "taskPool", "projectId", "user", "source", "activationId",
                "channelId", "refId", "schedule", "payload"}
 TASK_KEYS = {"name", "namespace", "kind", "type", "parent", "status", "statusReason", "start", "end", "spec"} | SPEC_FIELDS
-EXECUTION_KEYS = TASK_KEYS - {"spec"}
+INVOKE_KEYS = {"agent", "invokeActivationId", "invokeStatus", "invokeHttpStatus", "invokeError"}
+EXECUTION_KEYS = TASK_KEYS | INVOKE_KEYS  # an execution also carries the spec it was made from
 
 
 def make_task(name: str = "hello", *, schedule: str | None = None, status: dict[str, Any] | None = None,

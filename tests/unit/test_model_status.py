@@ -241,7 +241,7 @@ def test_one_off_success_is_reported_in_full():
     assert status["executions"] == [{
         "name": "hello-28928160", "phase": "Succeeded", "scheduledTime": "2025-01-01T10:00:00Z",
         "startTime": "2025-01-01T10:00:01Z", "completionTime": "2025-01-01T10:00:09Z", "reason": "Completed",
-        "message": None, "exitCode": 0}]
+        "message": None, "exitCode": 0, "invoke": None}]
     assert status["lastSuccessfulTime"] == "2025-01-01T10:00:09Z"
 
 

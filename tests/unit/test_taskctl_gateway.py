@@ -130,9 +130,11 @@ def seed(gw: GatewayThread) -> None:
            skillName="importer", actionName="load", start="2024-12-31T12:00:00Z", statusReason="BackoffLimitExceeded")
     execution = {"kind": "execution", "type": "scheduled", "parent": HOURLY, **common}
     gw.put(EX_OK, status="Succeeded", statusReason="Completed", start="2025-01-01T09:00:02Z",
-           end="2025-01-01T09:00:30Z", **execution)
+           end="2025-01-01T09:00:30Z", agent="hubble_agent", invokeActivationId="act-7f3a9c",
+           invokeStatus="Succeeded", invokeHttpStatus=200, spec=HOURLY_SPEC, **execution)
     gw.put(EX_FAILED, status="Failed", statusReason="BackoffLimitExceeded", start="2025-01-01T10:00:01Z",
-           end="2025-01-01T10:02:01Z", **execution)
+           end="2025-01-01T10:02:01Z", agent="hubble_agent", invokeActivationId="act-81b2e0", invokeStatus="Error",
+           invokeHttpStatus=503, invokeError="agent answered 503 three times", spec=HOURLY_SPEC, **execution)
     gw.put(EX_RUNNING, status="Running", start="2025-01-01T11:00:01Z", **execution)
     size = gw.upload(EX_OK, LOG_BYTES[:200], 0, "2025-01-01T09:00:03Z")
     gw.upload(EX_OK, LOG_BYTES[200:], size, "2025-01-01T09:00:20Z")
@@ -257,6 +259,8 @@ def test_describe_sheet(gateway: GatewayThread, home: Path) -> None:
     runs = [l for l in out.splitlines() if "(in " in l]
     assert len(runs) == 5, out  # the next 5 runs
     assert "Suspended:          no" in out and EX_FAILED in out and "BackoffLimitExceeded" in out
+    assert (f"Last Invoke:        Error: agent hubble_agent, activation act-81b2e0, HTTP 503: agent answered 503 "
+            f"three times (execution {EX_FAILED})") in out
     detail = json.loads(ok(gw_run(gateway, home, "describe", HOURLY, "-o", "json")))
     assert detail["nextRuns"] == [f"2025-01-01T{h}:00:00Z" for h in (13, 14, 15, 16, 17)]
     assert detail["timeZone"] == "Europe/Paris" and len(detail["executions"]) == 3
@@ -284,6 +288,29 @@ def test_agents_list_activations(gateway: GatewayThread, home: Path) -> None:
     out = ok(gw_run(gateway, home, "agents", "list-activations", "--correlationId", "hubble_hourly",
                     "--project", "proj1", "-o", "name"))
     assert out.split() == [EX_RUNNING, EX_FAILED, EX_OK]
+    table = ok(gw_run(gateway, home, "agents", "list-activations", "--correlation-id", HOURLY))
+    check_golden("taskctl_gateway_activations.txt", table)
+    assert "act-7f3a9c" in table and "act-81b2e0" in table and "Error" in table
+    rows = json.loads(ok(gw_run(gateway, home, "agents", "list-activations", "--correlation-id", HOURLY, "-o", "json")))
+    assert [(r["activationId"], r["agent"], r["invokeStatus"], r["httpStatus"], r["schedule"], r["execution"])
+            for r in rows] == [
+        (None, None, None, None, HOURLY, EX_RUNNING),
+        ("act-81b2e0", "hubble_agent", "Error", 503, HOURLY, EX_FAILED),
+        ("act-7f3a9c", "hubble_agent", "Succeeded", 200, HOURLY, EX_OK)]
+    assert rows[1]["error"] == "agent answered 503 three times" and rows[2]["durationSeconds"] == 28
+    wide = ok(gw_run(gateway, home, "agents", "list-activations", "--correlation-id", HOURLY, "-o", "wide"))
+    assert "agent answered 503 three times" in wide and "│ 503 " in wide
+
+
+def test_rerun_reads_the_execution_record(gateway: GatewayThread, home: Path) -> None:
+    """The read half of rerun (the Task it creates is checked on a real cluster, in
+    tests/e2e/test_taskctl_kube.py): a task or an unknown name is refused in one line."""
+    done = gw_run(gateway, home, "rerun", HOURLY)
+    assert done.returncode == 1 and f'"{HOURLY}" is a task, not an execution' in done.stderr, done.stderr
+    done = gw_run(gateway, home, "rerun", "no-such-execution-1")
+    assert done.returncode != 0 and "no-such-execution-1" in done.stderr, done.stderr
+    done = gw_run(gateway, home, "rerun", EX_RUNNING)  # seeded without a spec
+    assert done.returncode == 1 and "holds no Task spec" in done.stderr, done.stderr
 
 
 # --- logs ---------------------------------------------------------------------------------------
