@@ -77,6 +77,8 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     opt("--in-cluster", "IN_CLUSTER", defaults.kube.in_cluster, _env_bool, "use the pod's ServiceAccount for the schedule operations")
     opt("--namespace", "NAMESPACE", defaults.kube.namespace, str, "namespace of Tasks when a request names none")
     opt("--invoke-image", "INVOKE_IMAGE", defaults.kube.invoke_image, str, "image of the built-in invoke action")
+    opt("--agent-url-template", "AGENT_URL_TEMPLATE", defaults.kube.agent_url_template, str,
+        "where agents live, with {agent} (given to invoke Tasks as FABRIC_AGENT_URL_TEMPLATE)")
     return p
 
 
@@ -122,6 +124,7 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             in_cluster=args.in_cluster,
             namespace=args.namespace,
             invoke_image=args.invoke_image,
+            agent_url_template=args.agent_url_template,
         ),
         s3=S3Settings(
             url=args.blob_url,

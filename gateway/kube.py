@@ -172,6 +172,7 @@ class TaskOperations:
                 time_zone=body.get("timeZone"), concurrency=body.get("concurrencyPolicy"),
                 project=body.get("project"), user=body.get("user"), source="gateway",
                 image=self.settings.invoke_image, command=list(self.settings.invoke_command),
+                agent_url_template=self.settings.agent_url_template,
             )
         except InvalidTask as exc:
             raise BadRequest(f"scheduleName: {exc.detail}", code="bad_name") from exc

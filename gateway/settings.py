@@ -141,6 +141,11 @@ class KubeSettings:
     invoke_command: tuple[str, ...] = ("sys-invoke-skill",)
     """Command of that image: the invoke action's console script (``invoke/``)."""
 
+    agent_url_template: str | None = None
+    """Where agents live, for the Tasks ``POST /v1/agents/{agent}/invoke`` creates: a URL with
+    ``{agent}`` (e.g. ``http://agents.fabric.svc:8080/agents/{agent}``), given to the action as
+    ``FABRIC_AGENT_URL_TEMPLATE``. Unset: the Tasks carry none (the image's own configuration)."""
+
     @property
     def enabled(self) -> bool:
         return bool(self.kubeconfig) or self.in_cluster

@@ -225,6 +225,9 @@ def _agents(sub: Any, prog: str) -> None:
     p.add_argument("--concurrency", "--concurrencyPolicy", dest="concurrency", type=str.capitalize,
                    choices=("Allow", "Forbid", "Replace"), help="when a run is still going: Allow, Forbid or Replace")
     p.add_argument("--image", default=argparse.SUPPRESS, help="image of the invoke action [env TASKCTL_INVOKE_IMAGE]")
+    p.add_argument("--agent-url-template", default=argparse.SUPPRESS, metavar="URL",
+                   help="where agents live, with {agent}: given to the Task as FABRIC_AGENT_URL_TEMPLATE "
+                        "[env TASKCTL_AGENT_URL_TEMPLATE]")
     p.add_argument("--dry-run", action="store_true", help="print the task; create nothing")
 
     p = _add(verbs, "list-activations", aliases=("listActivations", "activations"), cmd="agents-activations",

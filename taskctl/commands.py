@@ -394,7 +394,8 @@ async def cmd_agents_invoke(ctx: Context, args: Any) -> int:
         manifest = invoke_task(args.agent, args.input, params, schedule=args.schedule_cron,
                                schedule_name=args.schedule_name, time_zone=args.time_zone,
                                concurrency=args.concurrency, project=s.project, user=s.user,
-                               image=s.invoke_image, command=list(s.invoke_command))
+                               image=s.invoke_image, command=list(s.invoke_command),
+                               agent_url_template=s.agent_url_template)
     except (ValueError, InvalidTask) as exc:
         detail = exc.message if isinstance(exc, InvalidTask) else str(exc)
         raise UsageError(f"--scheduleName: {detail}") from exc

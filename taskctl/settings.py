@@ -14,6 +14,7 @@ kubeconfig             ``--kubeconfig``        ``TASKCTL_KUBECONFIG`` (then ``KU
 kubeconfig context     ``--context``           ``TASKCTL_CONTEXT``  ``context``
 project (agents)       ``--project``           ``TASKCTL_PROJECT``  ``project``
 invoke image           ``--image``             ``TASKCTL_INVOKE_IMAGE`` ``invokeImage``
+agent URL template     ``--agent-url-template`` ``TASKCTL_AGENT_URL_TEMPLATE`` ``agentUrlTemplate``
 colour                 ``--no-color``/``--color``  ``NO_COLOR``     ``color`` (auto|always|never)
 =====================  ======================  ===================  ===========================
 
@@ -96,6 +97,10 @@ class Settings:
 
     invoke_command: tuple[str, ...] = DEFAULT_INVOKE_COMMAND
     """Its command."""
+
+    agent_url_template: str | None = None
+    """Where agents live (``http://host/agents/{agent}``): given to the Tasks ``agents invoke``
+    makes as ``FABRIC_AGENT_URL_TEMPLATE`` (``controller.model.operations.invoke_task``)."""
 
     output: str = "table"
     """table, wide, json, yaml or name."""
@@ -217,6 +222,7 @@ def resolve(args: Any, env: Mapping[str, str], *, stdout_tty: bool, stdin_tty: b
         user=config.get("user") or env.get("TASKCTL_USER") or env.get("USER") or None,
         invoke_image=pick("image", "TASKCTL_INVOKE_IMAGE", "invokeImage") or DEFAULT_INVOKE_IMAGE,
         invoke_command=tuple(command) if command else DEFAULT_INVOKE_COMMAND,
+        agent_url_template=pick("agent_url_template", "TASKCTL_AGENT_URL_TEMPLATE", "agentUrlTemplate"),
         output=output,
         color=color,
         width=terminal_width if stdout_tty else None,

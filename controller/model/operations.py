@@ -41,6 +41,8 @@ from .status import execution_of
 MANUAL_ANNOTATION = L.MANUAL_ANNOTATION
 INVOKE_SKILL = "sys-invoke-skill"
 INVOKE_ACTION = "invoke"
+#: The invoke action's setting for where agents live (``invoke/settings.py`` reads it).
+AGENT_URL_TEMPLATE_ENV = "FABRIC_AGENT_URL_TEMPLATE"
 PROJECT_LABEL = "fabric.dev/project"
 MAX_JOB_NAME = 63
 _INVALID = re.compile(r"[^a-z0-9-]+")
@@ -203,10 +205,16 @@ def invoke_task(
     source: str,
     image: str,
     command: list[str] | None,
+    agent_url_template: str | None = None,
 ) -> dict[str, Any]:
     """The Task manifest of one agent invocation; ``metadata.name`` is set for a named or
     scheduled invocation (a scheduled one without a name is named ``<project>-<agent>-<digest of
-    input, params, cron, zone>``, so asking twice is "already exists"), else ``generateName``."""
+    input, params, cron, zone>``, so asking twice is "already exists"), else ``generateName``.
+
+    ``agent_url_template`` (the front end's configuration, e.g. ``http://agents.svc/agents/{agent}``)
+    reaches the action as ``FABRIC_AGENT_URL_TEMPLATE``: where agents live is configuration of the
+    platform, written into each invocation it creates; without it the action finds an endpoint only
+    through the image's own configuration and otherwise reports ``NotFound``."""
     meta: dict[str, Any] = {}
     if schedule_name:
         meta["name"] = clobber_name(schedule_name, project)
@@ -234,6 +242,8 @@ def invoke_task(
     template: dict[str, Any] = {"image": image}
     if command:
         template["command"] = list(command)
+    if agent_url_template:
+        template["env"] = [{"name": AGENT_URL_TEMPLATE_ENV, "value": agent_url_template}]
     if project_label:
         template["metadata"] = {"labels": {PROJECT_LABEL: project_label}}
     spec["template"] = template

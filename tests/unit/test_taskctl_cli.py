@@ -118,6 +118,12 @@ def test_invoke_task_manifest() -> None:
     once = agents.invoke_task("hubble_agent", "input", {}, schedule=None, schedule_name=None, time_zone=None,
                               concurrency=None, project="proj1", user=None, image="i", command=None)
     assert once["metadata"] == {"generateName": "proj1-hubble-agent-", "labels": {"fabric.dev/project": "proj1"}}
+    assert "env" not in once["spec"]["template"], "no agent configuration: none written"
+    located = agents.invoke_task("hubble_agent", "input", {}, schedule=None, schedule_name=None, time_zone=None,
+                                 concurrency=None, project=None, user=None, image="i", command=None,
+                                 agent_url_template="http://agents:8080/agents/{agent}")
+    assert located["spec"]["template"]["env"] == [
+        {"name": "FABRIC_AGENT_URL_TEMPLATE", "value": "http://agents:8080/agents/{agent}"}]
 
 
 def test_table_fits_a_width_and_draws_ascii() -> None:
@@ -226,6 +232,10 @@ def test_agents_invoke_dry_run_of_the_designs_examples(tmp_path: Path) -> None:
     task = yaml.safe_load(done.stdout)
     assert done.returncode == 0 and task["metadata"]["name"] == "proj1-hubble-hourly"
     assert task["metadata"]["namespace"] == "proj1" and task["spec"]["schedule"] == "@hourly"
+    located = run("agents", "invoke", "a", "i", "--agent-url-template", "http://x/agents/{agent}", "--dry-run",
+                  home=tmp_path, TASKCTL_AGENT_URL_TEMPLATE="http://ignored/{agent}")
+    assert yaml.safe_load(located.stdout)["spec"]["template"]["env"] == [
+        {"name": "FABRIC_AGENT_URL_TEMPLATE", "value": "http://x/agents/{agent}"}], "the flag beats the environment"
     bad = run("agents", "invoke", "a", "i", "--scheduleCron", "*/0 * * * *", "--dry-run", home=tmp_path)
     assert bad.returncode == 2 and bad.stderr == (
         "taskctl: --scheduleCron: invalid cron expression '*/0 * * * *': step 0 in '*/0' must be a positive number "
