@@ -25,8 +25,10 @@ task_name = clobber_name
 
 def invoke_task(agent: str, input_name: str, params: Any, *, schedule: str | None, schedule_name: str | None,
                 time_zone: str | None, concurrency: str | None, project: str | None, user: str | None,
-                image: str, command: list[str] | None, agent_url_template: str | None = None) -> dict[str, Any]:
+                image: str, command: list[str] | None, agent_url_template: str | None = None,
+                deadline_seconds: int | None = None) -> dict[str, Any]:
     """The Task manifest of one ``taskctl agents invoke`` (``metadata.name`` or ``generateName``)."""
     return _invoke_task(agent, input_name, params, schedule=schedule, schedule_name=schedule_name,
                         time_zone=time_zone, concurrency=concurrency, project=project, user=user,
-                        source="taskctl", image=image, command=command, agent_url_template=agent_url_template)
+                        source="taskctl", image=image, command=command, agent_url_template=agent_url_template,
+                        deadline_seconds=deadline_seconds)

@@ -228,6 +228,9 @@ def _agents(sub: Any, prog: str) -> None:
     p.add_argument("--agent-url-template", default=argparse.SUPPRESS, metavar="URL",
                    help="where agents live, with {agent}: given to the Task as FABRIC_AGENT_URL_TEMPLATE "
                         "[env TASKCTL_AGENT_URL_TEMPLATE]")
+    p.add_argument("--deadline", "--invoke-deadline", dest="invoke_deadline", type=int, metavar="SECONDS",
+                   help="give up on the agent after SECONDS (the action's FABRIC_INVOKE_DEADLINE; default 600): "
+                        "a hung agent ends the run TimedOut")
     p.add_argument("--dry-run", action="store_true", help="print the task; create nothing")
 
     p = _add(verbs, "list-activations", aliases=("listActivations", "activations"), cmd="agents-activations",

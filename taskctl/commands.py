@@ -390,12 +390,14 @@ async def cmd_agents_invoke(ctx: Context, args: Any) -> int:
             validate_time_zone(args.time_zone)
         except InvalidTask as exc:
             raise UsageError(f"--time-zone: {exc.detail}") from exc
+    if args.invoke_deadline is not None and args.invoke_deadline <= 0:
+        raise UsageError(f"--deadline: {args.invoke_deadline} is not a positive number of seconds")
     try:
         manifest = invoke_task(args.agent, args.input, params, schedule=args.schedule_cron,
                                schedule_name=args.schedule_name, time_zone=args.time_zone,
                                concurrency=args.concurrency, project=s.project, user=s.user,
                                image=s.invoke_image, command=list(s.invoke_command),
-                               agent_url_template=s.agent_url_template)
+                               agent_url_template=s.agent_url_template, deadline_seconds=args.invoke_deadline)
     except (ValueError, InvalidTask) as exc:
         detail = exc.message if isinstance(exc, InvalidTask) else str(exc)
         raise UsageError(f"--scheduleName: {detail}") from exc

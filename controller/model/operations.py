@@ -43,6 +43,7 @@ INVOKE_SKILL = "sys-invoke-skill"
 INVOKE_ACTION = "invoke"
 #: The invoke action's setting for where agents live (``invoke/settings.py`` reads it).
 AGENT_URL_TEMPLATE_ENV = "FABRIC_AGENT_URL_TEMPLATE"
+INVOKE_DEADLINE_ENV = "FABRIC_INVOKE_DEADLINE"
 PROJECT_LABEL = "fabric.dev/project"
 MAX_JOB_NAME = 63
 _INVALID = re.compile(r"[^a-z0-9-]+")
@@ -206,6 +207,7 @@ def invoke_task(
     image: str,
     command: list[str] | None,
     agent_url_template: str | None = None,
+    deadline_seconds: int | None = None,
 ) -> dict[str, Any]:
     """The Task manifest of one agent invocation; ``metadata.name`` is set for a named or
     scheduled invocation (a scheduled one without a name is named ``<project>-<agent>-<digest of
@@ -214,7 +216,9 @@ def invoke_task(
     ``agent_url_template`` (the front end's configuration, e.g. ``http://agents.svc/agents/{agent}``)
     reaches the action as ``FABRIC_AGENT_URL_TEMPLATE``: where agents live is configuration of the
     platform, written into each invocation it creates; without it the action finds an endpoint only
-    through the image's own configuration and otherwise reports ``NotFound``."""
+    through the image's own configuration and otherwise reports ``NotFound``. ``deadline_seconds``
+    (``FABRIC_INVOKE_DEADLINE``) is how long the action waits for the agent before it ends the run
+    ``TimedOut``; ``ValueError`` unless positive."""
     meta: dict[str, Any] = {}
     if schedule_name:
         meta["name"] = clobber_name(schedule_name, project)
@@ -242,8 +246,15 @@ def invoke_task(
     template: dict[str, Any] = {"image": image}
     if command:
         template["command"] = list(command)
+    env = []
     if agent_url_template:
-        template["env"] = [{"name": AGENT_URL_TEMPLATE_ENV, "value": agent_url_template}]
+        env.append({"name": AGENT_URL_TEMPLATE_ENV, "value": agent_url_template})
+    if deadline_seconds is not None:
+        if deadline_seconds <= 0:
+            raise ValueError(f"the invoke deadline must be a positive number of seconds, not {deadline_seconds}")
+        env.append({"name": INVOKE_DEADLINE_ENV, "value": str(deadline_seconds)})
+    if env:
+        template["env"] = env
     if project_label:
         template["metadata"] = {"labels": {PROJECT_LABEL: project_label}}
     spec["template"] = template

@@ -236,6 +236,10 @@ def test_agents_invoke_dry_run_of_the_designs_examples(tmp_path: Path) -> None:
                   home=tmp_path, TASKCTL_AGENT_URL_TEMPLATE="http://ignored/{agent}")
     assert yaml.safe_load(located.stdout)["spec"]["template"]["env"] == [
         {"name": "FABRIC_AGENT_URL_TEMPLATE", "value": "http://x/agents/{agent}"}], "the flag beats the environment"
+    bounded = run("agents", "invoke", "a", "i", "--deadline", "20", "--dry-run", home=tmp_path)
+    assert yaml.safe_load(bounded.stdout)["spec"]["template"]["env"] == [{"name": "FABRIC_INVOKE_DEADLINE", "value": "20"}]
+    bad = run("agents", "invoke", "a", "i", "--deadline", "0", "--dry-run", home=tmp_path)
+    assert bad.returncode == 2 and bad.stderr == "taskctl: --deadline: 0 is not a positive number of seconds\n"
     bad = run("agents", "invoke", "a", "i", "--scheduleCron", "*/0 * * * *", "--dry-run", home=tmp_path)
     assert bad.returncode == 2 and bad.stderr == (
         "taskctl: --scheduleCron: invalid cron expression '*/0 * * * *': step 0 in '*/0' must be a positive number "
