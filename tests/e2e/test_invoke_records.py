@@ -10,20 +10,14 @@ Task was deleted, through the gateway and through taskctl.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 
-from conftest import REPO
+from cluster import taskctl
+from gateway_process import GatewayProcess, token_file
 from controller.kube import NotFound
 from controller.kube.resources import CRONJOBS, JOBS, TASKS
 from controller.model.labels import ANNOTATION_RERUN_OF, ANNOTATION_SPEC_HASH
@@ -31,8 +25,6 @@ from tasks import eventually, task, task_manifest, wait_phase
 
 pytestmark = pytest.mark.e2e
 
-TOKEN = "e2e-internal-token"
-BIN = Path(sys.executable).parent
 MESSAGE = "fabric.dev/kwok-termination-message"
 
 
@@ -41,63 +33,16 @@ def outcome(status: str, activation: str | None, http: int | None, error: str | 
                        "activationId": activation, "invokeStatus": status, "httpStatus": http, "error": error})
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Gateway:
-    """The real gateway as a process: SQLite, a blob directory, and Kubernetes access (reruns)."""
-
-    def __init__(self, root: Path, kubeconfig: str, namespace: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / "gateway.log"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port),
-             "--database-url", f"sqlite:///{root / 'tasks.db'}", "--blob-dir", str(root / "blobs"),
-             "--kubeconfig", kubeconfig, "--namespace", namespace],
-            env=dict(os.environ, FABRIC_GATEWAY_INTERNAL_TOKEN=TOKEN), cwd=REPO,
-            stdout=self.log.open("a"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("gateway did not start:\n" + self.log.read_text()[-3000:])
-
-    async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as http:
-            async with http.request(method, self.url + path, **kw) as resp:
-                return resp.status, await resp.json()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
-
-
 @pytest.fixture
 def gateway(installed, namespace, tmp_path):
-    proc = Gateway(tmp_path, installed, namespace)
+    proc = GatewayProcess(tmp_path, "--kubeconfig", installed, "--namespace", namespace).start()
     yield proc
     proc.stop()
 
 
 @pytest.fixture
 def reporting_operator(start_operator, gateway, tmp_path):
-    token = tmp_path / "token"
-    token.write_text(TOKEN)
-    return start_operator("--gateway-url", gateway.url, "--gateway-token-file", str(token))
-
-
-def taskctl(kubeconfig: str, *args: str) -> subprocess.CompletedProcess:
-    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": "/nonexistent-home", "KUBECONFIG": kubeconfig,
-           "LANG": "C.UTF-8", "PYTHONIOENCODING": "utf-8"}
-    return subprocess.run([str(BIN / "taskctl"), *args], capture_output=True, text=True, env=env, timeout=120)
+    return start_operator("--gateway-url", gateway.url, "--gateway-token-file", str(token_file(tmp_path)))
 
 
 def ok(done: subprocess.CompletedProcess) -> str:

@@ -4,23 +4,17 @@ gateway outage; the Job goes only once its log and record are safe."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from cluster import REPO
 from controller.kube import NotFound
 from controller.kube.resources import PODS, Resource
 from crilog import sha256_file, write_cri_log
+from gateway_process import TOKEN, GatewayProcess
 from tasks import create_task, eventually, jobs_of, task, task_manifest
 
 pytestmark = pytest.mark.e2e
@@ -28,7 +22,6 @@ pytestmark = pytest.mark.e2e
 MB = 1024 * 1024
 CLUSTER_LOGS = Resource(group="kwok.x-k8s.io", version="v1alpha1", plural="clusterlogs", kind="ClusterLogs",
                         namespaced=False)
-TOKEN = "e2e-internal-token"
 
 
 @pytest.fixture
@@ -47,48 +40,6 @@ async def serve_logs(kube, namespace):
         await kube.delete(CLUSTER_LOGS, namespace)
     except NotFound:
         pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class GatewayProcess:
-    """The real gateway (SQLite + local blob directory) as a process on a fixed loopback port, so
-    it can be stopped and started again where the operator expects it."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "GatewayProcess":
-        env = dict(os.environ, FABRIC_GATEWAY_INTERNAL_TOKEN=TOKEN)
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port),
-             "--database-url", f"sqlite:///{self.root / 'tasks.db'}", "--blob-dir", str(self.root / "blobs")],
-            env=env, cwd=REPO, stdout=(self.root / "gateway.log").open("a"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("gateway did not start:\n" + (self.root / "gateway.log").read_text()[-3000:])
-
-    def stop(self) -> None:
-        """SIGTERM, and wait for the exit; 30 s (the pod's default grace period) is a failure
-        bound: the gateway cuts uploads at once and bounds the rest by --shutdown-timeout."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
-
-    def log_text(self) -> str:
-        return (self.root / "gateway.log").read_text()
 
 
 @pytest.fixture
