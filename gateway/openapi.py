@@ -517,7 +517,10 @@ def _document() -> dict[str, Any]:
                         "timeZone": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "IANA zone of the schedule (needs scheduleCron)."},
                         "concurrencyPolicy": {"type": "string", "enum": ["Allow", "Forbid", "Replace"], "description": "Needs scheduleCron."},
                         "project": {"type": "string", "minLength": 1, "maxLength": 1024},
-                        "user": {"type": "string", "minLength": 1, "maxLength": 1024},
+                        "user": {"type": "string", "minLength": 1, "maxLength": 1024,
+                                 "description": "With user tokens the recorded user is the token's: omit this, or "
+                                                "give the same name (another name: 403). Without user tokens it is "
+                                                "recorded as given."},
                     },
                 },
             },
