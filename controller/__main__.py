@@ -76,7 +76,7 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--gateway-url", default=_env("gateway-url", None),
                    help="task gateway base URL (internal API); history and logs go there")
     p.add_argument("--gateway-token-file", default=_env("gateway-token-file", None),
-                   help="file holding the gateway's internal bearer token (or set "
+                   help="file holding the gateway's internal bearer token, re-read when it changes (or set "
                         f"{ENV_PREFIX}GATEWAY_TOKEN)")
     p.add_argument("--gateway-requests-per-second", type=float,
                    default=_env("gateway-requests-per-second", d.gateway.requests_per_second))
@@ -125,7 +125,8 @@ def parse_args(argv: list[str]) -> Settings:
             retry_period_seconds=a.retry_period_seconds,
         ),
         ops=OpsSettings(bind_host=a.bind_host, metrics_port=a.metrics_port, health_port=a.health_port),
-        gateway=GatewaySettings(url=a.gateway_url, token=token, requests_per_second=a.gateway_requests_per_second),
+        gateway=GatewaySettings(url=a.gateway_url, token=token, token_file=a.gateway_token_file or None,
+                                requests_per_second=a.gateway_requests_per_second),
         logs=LogSettings(
             directory=a.log_dir, max_streams=a.log_max_streams, queue_size=a.log_queue_size,
             requests_per_second=a.log_requests_per_second, bytes_per_second=a.log_bytes_per_second or None,

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from controller.clock import Clock
 from controller.events import EventRecorder
+from controller.gateway_token import BearerToken, FileToken, StaticToken
 from controller.informer import Informer
 from controller.informer.metrics import PrometheusInformerMetrics
 from controller.kube import KubeClient
@@ -145,11 +146,13 @@ class Operator:
         self.reporter = None
         sink: LogSink | None = None
         if gw.url:
+            # One token object for both clients: a rotated Secret is taken up by both at once.
+            token: BearerToken = FileToken(gw.token_file, clock=clock) if gw.token_file else StaticToken(gw.token)
             self.reporter = StatusReporter(
-                GatewayClient(gw.url, gw.token, session=http), clock=clock,
+                GatewayClient(gw.url, token, session=http), clock=clock,
                 requests_per_second=gw.requests_per_second, max_in_flight=gw.max_in_flight,
                 metrics=ReportMetrics(registry))
-            sink = GatewaySink(gw.url, gw.token, http)
+            sink = GatewaySink(gw.url, token, http)
         elif ls.directory:
             sink = DirectorySink(ls.directory)
         self.pool = None

@@ -83,7 +83,11 @@ class GatewaySettings:
     the cluster, logs go to ``LogSettings.directory`` if set)."""
 
     token: str = field(default="", repr=False)
-    """Bearer token for the internal API (never logged)."""
+    """Bearer token for the internal API (never logged), as read at startup."""
+
+    token_file: str | None = None
+    """File ``token`` was read from (``--gateway-token-file``, a mounted Secret): re-read when it
+    changes (``controller.gateway_token.FileToken``). None: ``token`` came from the environment."""
 
     requests_per_second: float = 20.0
     """Status updates sent per second at most; transitions coalesce per execution beyond that."""

@@ -5,7 +5,9 @@ Every flag has an environment variable; a flag given on the command line wins. T
 token is read from ``FABRIC_GATEWAY_INTERNAL_TOKEN`` or from a file (``--internal-token-file``,
 e.g. a mounted Secret), never from a flag, so it does not show in ``ps``. The public API's user
 tokens come from ``--user-tokens-file`` (YAML/JSON, ``gateway.auth``); without it the public API
-is open (a warning is logged), and ``--require-auth`` refuses to start instead.
+is open (a warning is logged), and ``--require-auth`` refuses to start instead. Both files are
+reloaded while the gateway runs, on change and on SIGHUP (``gateway.auth_live``); at startup a
+bad file is fatal, later it keeps the previous tokens.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     opt("--internal-token-file", "INTERNAL_TOKEN_FILE", None, str, "file holding the operator's bearer token")
     opt("--user-tokens-file", "USER_TOKENS_FILE", None, str, "YAML/JSON file of the public API's user tokens and their namespaces (unset: /v1 is open)")
     opt("--require-auth", "REQUIRE_AUTH", False, _env_bool, "refuse to start without --user-tokens-file")
+    opt("--token-reload-interval", "TOKEN_RELOAD_INTERVAL", defaults.auth.reload_interval_seconds, float, "seconds between looks at the token files for a change (SIGHUP: at once)")
+    opt("--token-rotation-grace", "TOKEN_ROTATION_GRACE", defaults.auth.rotation_grace_seconds, float, "seconds a token removed from a token file keeps working after the reload that removed it")
+    opt("--auth-failure-burst", "AUTH_FAILURE_BURST", defaults.auth.failure_burst, int, "wrong tokens one source address may present before it gets 429")
+    opt("--auth-failure-refill", "AUTH_FAILURE_REFILL", defaults.auth.failure_refill_per_second, float, "wrong-token tries a source address earns back per second")
     opt("--retention-days", "RETENTION_DAYS", defaults.retention.ttl_seconds / 86400, float, "days a record and its log are kept after their last write")
     opt("--sweep-interval", "SWEEP_INTERVAL", defaults.retention.sweep_interval_seconds, float, "seconds between retention sweeps")
     opt("--max-body-bytes", "MAX_BODY_BYTES", defaults.http.max_json_bytes, int, "largest JSON request body")
@@ -102,6 +108,10 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise SystemExit("fabric-task-gateway: --kubeconfig and --in-cluster exclude each other")
     if args.blob_url and not args.blob_url.startswith("s3://"):
         raise SystemExit("fabric-task-gateway: --blob-url must be s3://bucket[/prefix] (local logs: --blob-dir)")
+    if args.token_reload_interval <= 0 or args.token_rotation_grace < 0:
+        raise SystemExit("fabric-task-gateway: --token-reload-interval must be positive, --token-rotation-grace not negative")
+    if args.auth_failure_burst < 1 or args.auth_failure_refill <= 0:
+        raise SystemExit("fabric-task-gateway: --auth-failure-burst must be at least 1, --auth-failure-refill positive")
     if args.retention_days <= 0:
         raise SystemExit("fabric-task-gateway: --retention-days must be positive")
     return Settings(
@@ -113,7 +123,17 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             shutdown_timeout=args.shutdown_timeout,
         ),
         storage=StorageSettings(database_url=args.database_url, blob_dir=args.blob_dir, fsync=args.fsync),
-        auth=AuthSettings(internal_token=token, user_tokens=user_tokens, require_auth=args.require_auth),
+        auth=AuthSettings(
+            internal_token=token,
+            user_tokens=user_tokens,
+            require_auth=args.require_auth,
+            internal_token_file=args.internal_token_file or None,
+            user_tokens_file=args.user_tokens_file or None,
+            reload_interval_seconds=args.token_reload_interval,
+            rotation_grace_seconds=args.token_rotation_grace,
+            failure_burst=args.auth_failure_burst,
+            failure_refill_per_second=args.auth_failure_refill,
+        ),
         retention=RetentionSettings(
             ttl_seconds=int(args.retention_days * 86400),
             sweep_interval_seconds=args.sweep_interval,

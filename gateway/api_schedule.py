@@ -16,6 +16,10 @@ input (400), then the caller's write scope on that namespace (403 ``forbidden``,
 ``gateway.auth``; a namespace name is the caller's own input, so refusing it reveals nothing),
 then Kubernetes access (503 ``kubernetes_not_configured`` without it). Each operation that
 reaches the cluster is logged with the caller's user name.
+
+The user an invoked Task records (``spec.user``, and so its records' ``user``) is the token's
+user when the gateway has user tokens (``auth.recorded_user``): a body ``user`` naming someone
+else is a 403, not silently replaced. Without user tokens the body's ``user`` is kept.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from aiohttp import web
 
 from controller.model import InvalidTask, validate_schedule, validate_time_zone
 from controller.model.operations import clobber_name, rerun_task
+from gateway.auth import recorded_user
 from gateway.auth_http import principal_of
 from gateway.errors import BadRequest, Conflict, NotFound, Unavailable
 from gateway.kube import TaskOperations
@@ -180,6 +185,7 @@ async def invoke_agent(request: web.Request) -> web.Response:
         raise BadRequest(f"agent {agent[:80]!r} is not a valid agent name ({AGENT_PATTERN})", code="bad_name")
     namespace = _namespace(request)
     body = parse_invoke(await read_json(request, st.settings.http.max_json_bytes))
+    body["user"] = recorded_user(principal_of(request), body.get("user"))
     ops = _ops(request)
     _audit(request, "invoke", namespace, agent=agent)
     name, _ = await ops.invoke(agent, namespace, body)

@@ -39,7 +39,7 @@ async def whoami(request: web.Request) -> web.Response:
     principal = principal_of(request)
     return json_response({
         "user": principal.user,
-        "authenticated": state_of(request).settings.auth.user_tokens is not None,
+        "authenticated": state_of(request).auth.users is not None,
         "read": scope_json(principal.read),
         "write": scope_json(principal.write),
     })

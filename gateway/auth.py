@@ -97,6 +97,23 @@ class Principal:
 ANONYMOUS = Principal("anonymous", EVERY_NAMESPACE, EVERY_NAMESPACE)
 
 
+def recorded_user(principal: Principal, claimed: str | None) -> str | None:
+    """The user recorded on what the caller creates (``spec.user`` of an invoked Task, hence the
+    ``user`` of its records). With user tokens it is the token's user, whatever the request says:
+    a body naming the same user is accepted, a body naming another is refused (403), never
+    silently replaced, so a client that meant to act for someone else learns that it cannot.
+    Without user tokens (``ANONYMOUS``, local development) there is no identity to take and the
+    body's ``user`` is recorded as given."""
+    if principal is ANONYMOUS:
+        return claimed
+    if claimed is not None and claimed != principal.user:
+        raise Forbidden(
+            f"user {principal.user!r} may not create Tasks as {claimed!r}: the user recorded is the token's; "
+            "leave 'user' out of the body"
+        )
+    return principal.user
+
+
 def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 

@@ -11,6 +11,8 @@ once, at the boundary. Lower-layer errors (sqlite3, asyncpg, OSError) are mapped
     │   └── ChecksumMismatch          409 (finalize: size or sha256 differ from the stored bytes)
     ├── PayloadTooLarge               413
     ├── RangeNotSatisfiable           416
+    ├── TooManyRequests               429 (too many failed authentications from one address:
+    │                                      retry after Retry-After)
     └── Unavailable                   503 (database or disk unavailable, shutting down, and
                                            upload_in_progress: retry after Retry-After)
 """
@@ -81,6 +83,11 @@ class PayloadTooLarge(GatewayError):
 class RangeNotSatisfiable(GatewayError):
     status = 416
     code = "range_not_satisfiable"
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    code = "too_many_requests"
 
 
 class Unavailable(GatewayError):

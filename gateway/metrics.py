@@ -3,7 +3,7 @@ two gateways in one test process do not collide."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -51,5 +51,37 @@ class Metrics:
             "gateway_retention_sweeps",
             "Retention sweeps, by result (ok, error).",
             ["result"],
+            registry=registry,
+        )
+        self.token_reloads = Counter(
+            "gateway_token_reloads",
+            "Reloads of a token file after it changed or on SIGHUP, by file (user, internal) and result "
+            "(ok; error: the previous tokens were kept, the log says why).",
+            ["file", "result"],
+            registry=registry,
+        )
+        self.token_file_ok = Gauge(
+            "gateway_token_file_ok",
+            "1 if the last load of the token file succeeded, 0 if it failed (previous tokens in use).",
+            ["file"],
+            registry=registry,
+        )
+        self.tokens = Gauge(
+            "gateway_tokens",
+            "Tokens accepted, by file and state (current; retiring: removed by a reload, within the "
+            "rotation grace). As of the last reload.",
+            ["file", "state"],
+            registry=registry,
+        )
+        self.auth_failures = Counter(
+            "gateway_auth_failures",
+            "Refused authentications (401), by API (public, internal) and reason (missing, invalid).",
+            ["api", "reason"],
+            registry=registry,
+        )
+        self.auth_rate_limited = Counter(
+            "gateway_auth_rate_limited",
+            "Requests refused with 429 because their source address failed to authenticate too often.",
+            ["api"],
             registry=registry,
         )

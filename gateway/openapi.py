@@ -7,7 +7,8 @@ gateway has no Kubernetes access.
 
 Security: ``/internal`` needs the operator's token (scheme ``internalToken``); every ``/v1``
 operation needs a user token (``userToken``, ``gateway.auth``) and may answer 401, the schedule
-operations also 403 (no write scope on the namespace). A gateway started without
+operations also 403 (no write scope on the namespace); both APIs answer 429 with ``Retry-After``
+to an address that presented too many wrong tokens (``gateway.ratelimit``). A gateway started without
 ``--user-tokens-file`` (local development) does not ask for it. ``/healthz``, ``/readyz``,
 ``/metrics`` and ``/openapi.json`` are open.
 """
@@ -42,12 +43,17 @@ def _errors(*codes: int) -> dict[str, Any]:
         409: "Conflict; the body says why (and the stored size for uploads).",
         413: "Body or log too large.",
         416: "Range outside the log.",
+        429: "Too many wrong tokens from this address (gateway.ratelimit): retry after Retry-After seconds.",
         503: "Unavailable: database unreachable, shutting down, upload in progress, or (schedule operations) no or failing Kubernetes access.",
     }
     out = {str(c): _json(_ref("Error"), text[c]) for c in codes}
     if 401 in codes:
         out["401"]["headers"] = {
             "WWW-Authenticate": {"required": True, "schema": {"type": "string"}, "description": "Bearer realm=..."}
+        }
+    if 429 in codes:
+        out["429"]["headers"] = {
+            "Retry-After": {"required": True, "schema": {"type": "integer"}, "description": "Seconds to wait."}
         }
     if 400 in codes:
         # aiohttp's HTTP parser answers a request line or header longer than 8 KiB itself, before
@@ -188,11 +194,14 @@ def _operation(op_id: str, summary: str, path_param: tuple[str, str], *, body: d
 def spec() -> dict[str, Any]:
     doc = _document()
     for path, ops in doc["paths"].items():
+        if path.startswith("/internal/"):
+            for op in ops.values():
+                op["responses"] = {**op["responses"], **_errors(429)}
         if not path.startswith("/v1/"):
             continue
         for op in ops.values():
             op["security"] = _PUBLIC
-            extra = (401, 403) if "schedule" in op.get("tags", ()) else (401,)
+            extra = (401, 403, 429) if "schedule" in op.get("tags", ()) else (401, 429)
             op["responses"] = {**op["responses"], **_errors(*extra)}
     return doc
 
@@ -537,7 +546,10 @@ def _document() -> dict[str, Any]:
                         "timeZone": {"type": "string", "minLength": 1, "maxLength": 1024, "description": "IANA zone of the schedule (needs scheduleCron)."},
                         "concurrencyPolicy": {"type": "string", "enum": ["Allow", "Forbid", "Replace"], "description": "Needs scheduleCron."},
                         "project": {"type": "string", "minLength": 1, "maxLength": 1024},
-                        "user": {"type": "string", "minLength": 1, "maxLength": 1024},
+                        "user": {"type": "string", "minLength": 1, "maxLength": 1024,
+                                 "description": "With user tokens the recorded user is the token's: omit this, or "
+                                                "give the same name (another name: 403). Without user tokens it is "
+                                                "recorded as given."},
                     },
                 },
             },

@@ -6,7 +6,8 @@ and ``api_internal``; four middlewares (outermost first): ``observe`` (metrics a
 only on the internal listener, the operator's bearer token checked in constant time),
 ``auth_http.authenticate_public`` (the user token of a ``/v1`` request -> its ``Principal``; the
 handlers authorize per namespace). The two tokens are separate: the internal token is no user
-token and a user token never opens ``/internal``. Stores open, migrations run and the retention
+token and a user token never opens ``/internal``. Both are reloaded from their files while the
+gateway runs (``auth_live``: a poll task started with the stores, and SIGHUP in ``serve``). Stores open, migrations run and the retention
 sweeper starts in the app's cleanup context; they stop in reverse order.
 
 ``start`` binds the listeners and returns a ``RunningGateway``; ``serve`` runs one until SIGTERM
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import signal
 import socket
 from dataclasses import dataclass
@@ -33,11 +33,12 @@ from prometheus_client import CollectorRegistry
 
 from gateway import api_internal, api_public, api_schedule, api_viewer, ops, webpage
 from gateway.auth import describe_table
-from gateway.auth_http import PRINCIPAL, authenticate_public
+from gateway.auth_http import PRINCIPAL, authenticate, authenticate_public
+from gateway.auth_live import LiveAuth
 from gateway.blobs import BlobStore
 from gateway.blobs_factory import describe_blob_store, make_blob_store
 from gateway.clock import Clock
-from gateway.errors import GatewayError, NotFound, Unauthorized
+from gateway.errors import GatewayError, NotFound
 from gateway.kube import TaskOperations, open_client
 from gateway.metrics import Metrics
 from gateway.model import redact_url
@@ -71,13 +72,15 @@ def build_app(settings: Settings, *, clock: Clock, registry: CollectorRegistry, 
     if settings.auth.require_auth and settings.auth.user_tokens is None:
         raise ValueError("require_auth is set but no user tokens are configured (--user-tokens-file)")
     records, blobs = make_stores(settings)
+    metrics = Metrics(registry)
     state = AppState(
         settings=settings,
         records=records,
         blobs=blobs,
         clock=clock,
-        metrics=Metrics(registry),
+        metrics=metrics,
         logger=logger,
+        auth=LiveAuth(settings.auth, clock=clock, metrics=metrics, logger=logger),
     )
     app = web.Application(middlewares=[observe, translate_errors, guard_internal, authenticate_public])
     app[STATE] = state
@@ -105,6 +108,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         st.task_ops = TaskOperations(kube, st.settings.kube)
     sweeper = Sweeper(st.records, st.blobs, st.clock, st.settings.retention, st.metrics, st.logger)
     task = asyncio.create_task(sweeper.run(), name="gateway-retention-sweeper")
+    reloader = asyncio.create_task(st.auth.run(), name="gateway-token-reloader")
     st.logger.info(
         "gateway storage open",
         kubernetes=kube.host if kube is not None else None,
@@ -115,9 +119,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for background in (reloader, task):
+            background.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
         try:
             if kube is not None:
                 st.task_ops = None
@@ -202,17 +207,8 @@ async def guard_internal(request: web.Request, handler: Any) -> web.StreamRespon
         if internal != on_internal:
             raise NotFound(f"no route {request.path!r} on this port")
     if internal:
-        check_token(request.headers.get("Authorization", ""), st.settings.auth.internal_token)
+        authenticate(request, st.auth.internal, "internal")
     return await handler(request)
-
-
-def check_token(header: str, token: str) -> None:
-    scheme, _, given = header.partition(" ")
-    ok = bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-    if not ok:
-        raise Unauthorized(
-            "missing or wrong bearer token", headers={"WWW-Authenticate": 'Bearer realm="fabric-task-gateway"'}
-        )
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -292,8 +288,13 @@ async def serve(settings: Settings, *, clock: Clock, registry: CollectorRegistry
     # SIGTERM) does not kill a shutdown that is bounded anyway.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP: load the token files now (gateway.auth_live); installed before the listeners open so
+    # an early SIGHUP does not end the process. Before the app exists it has nothing to reload.
+    started: list[RunningGateway] = []
+    loop.add_signal_handler(signal.SIGHUP, lambda: [r.state.auth.reload(force=True) for r in started])
     try:
         running = await start(settings, clock=clock, registry=registry, logger=logger)
+        started.append(running)
         try:
             await stop.wait()
             logger.info("gateway shutting down", shutdown_timeout=settings.http.shutdown_timeout)
@@ -302,5 +303,5 @@ async def serve(settings: Settings, *, clock: Clock, registry: CollectorRegistry
             await running.stop()
             logger.info("gateway stopped", seconds=round(clock.monotonic() - began, 3))
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

@@ -71,6 +71,29 @@ class AuthSettings:
     """Refuse to start without ``user_tokens`` (production: a missing Secret must not silently
     open the API)."""
 
+    internal_token_file: str | None = None
+    """File ``internal_token`` was read from; reloaded when it changes (``gateway.auth_live``).
+    None: the token came from the environment (or a test) and never changes."""
+
+    user_tokens_file: str | None = None
+    """File ``user_tokens`` was read from; reloaded when it changes. None: never reloaded."""
+
+    reload_interval_seconds: float = 10.0
+    """Seconds between two looks (``os.stat``) at the token files; SIGHUP looks at once."""
+
+    rotation_grace_seconds: float = 300.0
+    """A token removed from a file by a reload keeps working this many seconds after that reload
+    (both old and new tokens work while clients move over); 0: it stops at once."""
+
+    failure_burst: int = 10
+    """Failed authentications (401) one source address may make before it is refused with 429."""
+
+    failure_refill_per_second: float = 0.5
+    """Rate at which a source earns failed tries back (one every 2 s by default)."""
+
+    failure_max_sources: int = 10_000
+    """Source addresses whose failures are remembered at most (least recently failed forgotten)."""
+
 
 @dataclass(frozen=True)
 class RetentionSettings:

@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator
 
 from aiohttp import web
 
+from gateway.auth_live import LiveAuth
 from gateway.blobs import BlobStore
 from gateway.clock import Clock
 from gateway.errors import BadRequest, PayloadTooLarge
@@ -28,6 +29,9 @@ class AppState:
     clock: Clock
     metrics: Metrics
     logger: Any
+    #: The tokens in force (reloaded from their files by its poll task, owned by ``server``'s
+    #: lifecycle) and the failed-authentication limiter; read by the auth middlewares.
+    auth: LiveAuth
     #: Local ports of the internal listener once bound (empty: internal routes on every port).
     #: Written by ``server`` before the first request, read by the routing middleware.
     internal_ports: set[int] = field(default_factory=set)

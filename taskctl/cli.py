@@ -260,7 +260,9 @@ def build_parser() -> Parser:
   source <({prog} completion bash)
 
 Reads go to the task gateway when one is configured (--gateway, TASKCTL_GATEWAY or the config
-file), otherwise to the Kubernetes API. Writes always go to the Kubernetes API.
+file), otherwise to the Kubernetes API. pause, resume, run, delete and agents invoke go through
+the gateway when a gateway and a token are configured (its token's scopes apply), otherwise, and
+create/apply always, to the Kubernetes API.
 Exit codes: 0 ok, 1 failed, 2 bad usage, 3 not found, 4 gateway or API server unreachable.""")
     _global_options(root, suppress=False)
     root.add_argument("--version", action="store_true", help="print the version and exit")

@@ -1,7 +1,8 @@
 """One function per verb: arguments in, text out, through a backend.
 
 ``Context`` owns the backends a command opens (a reading one: gateway or Kubernetes; a writing
-one: always Kubernetes) and closes them when the command ends. Commands never read the
+one: the gateway's ``/v1`` when ``Settings.writes_to_gateway``, else Kubernetes) and closes them
+when the command ends. Commands never read the
 environment or parse flags; ``__main__`` does that and hands them ``Settings``.
 """
 
@@ -39,6 +40,7 @@ class Context:
     stdin: TextIO
     _reader: Backend | None = None
     _kube: Any = None
+    _gateway: GatewayBackend | None = None
     _opened: list[Any] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -62,19 +64,34 @@ class Context:
             self._opened.append(self._kube)
         return self._kube
 
+    def gateway(self) -> GatewayBackend:
+        if self._gateway is None:
+            s = self.settings
+            assert s.gateway_url is not None
+            self._gateway = GatewayBackend(
+                s.gateway_url, token=s.token, namespace=None if s.all_namespaces else s.namespace,
+                request_timeout=s.request_timeout, clock=s.clock, poll_interval=s.poll_interval, note=self.note,
+                write_namespace=s.namespace)
+            self._opened.append(self._gateway)
+        return self._gateway
+
     async def reader(self) -> Backend:
         if self._reader is None:
-            s = self.settings
-            if s.reads_from_gateway:
-                assert s.gateway_url is not None
-                backend = GatewayBackend(
-                    s.gateway_url, token=s.token, namespace=None if s.all_namespaces else s.namespace,
-                    request_timeout=s.request_timeout, clock=s.clock, poll_interval=s.poll_interval, note=self.note)
-                self._opened.append(backend)
-                self._reader = backend
-            else:
-                self._reader = await self.kube()
+            self._reader = self.gateway() if self.settings.reads_from_gateway else await self.kube()
         return self._reader
+
+    async def writer(self) -> Any:
+        """Where pause, resume, run, delete and agents invoke go (``Settings.writes_to_gateway``):
+        the ``GatewayBackend`` or the ``KubeBackend``; both have ``set_suspend``, ``delete`` and
+        ``run`` with the same answers."""
+        return self.gateway() if self.settings.writes_to_gateway else await self.kube()
+
+    def write_target(self, writer: Any) -> str:
+        """Where a write lands, for a confirmation question."""
+        if isinstance(writer, GatewayBackend):
+            ns = f'namespace "{self.settings.namespace}"' if self.settings.namespace else "the gateway's default namespace"
+            return f"{ns} through the gateway at {writer.url}"
+        return f'namespace "{writer.namespace}"'
 
     async def close(self) -> None:
         for backend in reversed(self._opened):
@@ -237,8 +254,8 @@ async def cmd_logs(ctx: Context, args: Any) -> int:
 
 
 async def cmd_pause(ctx: Context, args: Any, suspend: bool = True) -> int:
-    kube = await ctx.kube()
-    _, text = await kube.set_suspend(args.name, suspend)
+    writer = await ctx.writer()
+    _, text = await writer.set_suspend(args.name, suspend)
     _write(ctx, args.name + "\n" if ctx.settings.output == "name" else render.message(True, text, ctx.settings.output))
     return 0
 
@@ -255,19 +272,19 @@ def _confirm(ctx: Context, question: str) -> bool:
 
 
 async def cmd_delete(ctx: Context, args: Any) -> int:
-    kube = await ctx.kube()
+    writer = await ctx.writer()
     if not args.yes:
         if not ctx.settings.interactive:
             raise UsageError(f"refusing to delete {', '.join(args.names)} without confirmation: standard input is "
                              "not a terminal; pass --yes")
         what = ", ".join(f'"{n}"' for n in args.names)
-        if not _confirm(ctx, f'Delete {what} in namespace "{kube.namespace}" (a task\'s executions and logs in the '
+        if not _confirm(ctx, f"Delete {what} in {ctx.write_target(writer)} (a task's executions and logs in the "
                              "cluster go with it)?"):
             raise CliError("nothing deleted")
     failed: CliError | None = None
     for name in args.names:
         try:
-            text = await kube.delete(name)
+            text = await writer.delete(name)
         except NotFoundError as exc:
             failed = exc
             ctx.note(f"taskctl: {exc.message}")
@@ -279,8 +296,8 @@ async def cmd_delete(ctx: Context, args: Any) -> int:
 
 
 async def cmd_run(ctx: Context, args: Any) -> int:
-    kube = await ctx.kube()
-    execution = await kube.run(args.name, datetime.now().astimezone())
+    writer = await ctx.writer()
+    execution = await writer.run(args.name, datetime.now().astimezone())
     if ctx.settings.output == "name":
         _write(ctx, execution + "\n")
     else:
@@ -406,9 +423,17 @@ async def cmd_agents_invoke(ctx: Context, args: Any) -> int:
         placed, _ = place_task(manifest, "agents invoke", namespace, explicit)
         _write(ctx, render.dump(placed, s.output if s.output in ("json", "yaml") else "yaml"))
         return 0
-    kube = await ctx.kube()
-    created = await kube.create(manifest, "agents invoke")
-    name = created["metadata"]["name"]
+    if s.writes_to_gateway:
+        # The gateway builds the same manifest (controller.model.operations) with its own invoke
+        # image, and records the token's user: no "user" in the body.
+        body = {"input": args.input, "params": params, "scheduleCron": args.schedule_cron,
+                "scheduleName": args.schedule_name, "timeZone": args.time_zone,
+                "concurrencyPolicy": args.concurrency, "project": s.project}
+        name = await ctx.gateway().invoke(args.agent, {k: v for k, v in body.items() if v not in (None, "")})
+    else:
+        kube = await ctx.kube()
+        created = await kube.create(manifest, "agents invoke")
+        name = created["metadata"]["name"]
     if args.schedule_cron:
         text = (f'Scheduled agent {args.agent} ({args.input}) as task "{name}": {args.schedule_cron} '
                 f'({describe_schedule(args.schedule_cron)}{", " + args.time_zone if args.time_zone else ""})')

@@ -2,7 +2,12 @@
 
 Routes used (``gateway/openapi.py`` documents them): ``GET /v1/tasks`` (filters, cursor paging),
 ``GET /v1/tasks/{name}``, ``GET /v1/tasks/{name}/executions``, ``GET /v1/tasks/{execution}/logs``
-(rows ``{line, ts, text}``) and ``GET /v1/tasks/{execution}/logs/raw``.
+(rows ``{line, ts, text}``) and ``GET /v1/tasks/{execution}/logs/raw``; and for the writes
+(``Settings.writes_to_gateway``): ``POST /v1/tasks/{name}/pause|resume|run``,
+``DELETE /v1/tasks/{name}`` and ``POST /v1/agents/{agent}/invoke``, each with ``?namespace=`` when
+taskctl has a namespace (``-n``, config) and the gateway's ``--namespace`` otherwise. The gateway
+checks the token's write scope (403) and records the token's user on an invoked Task, so taskctl
+sends no ``user`` there.
 
 The gateway has no follow route: ``--follow`` asks for the rows after the last line seen every
 ``poll_interval`` seconds until the log is sealed (``logState`` ``complete`` or ``lost``) or the
@@ -55,10 +60,12 @@ class GatewayBackend:
 
     def __init__(self, url: str, *, token: str | None, namespace: str | None, request_timeout: float,
                  clock: Callable[[], datetime], poll_interval: float = 1.0,
-                 note: Callable[[str], None] | None = None) -> None:
+                 note: Callable[[str], None] | None = None, write_namespace: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.namespace = namespace
         """Filter on the records' namespace; None: every namespace."""
+        self.write_namespace = write_namespace
+        """Namespace of the Tasks the writes act on; None: the gateway's default (its ``--namespace``)."""
         self._clock = clock
         self._poll = poll_interval
         self._note = note or (lambda text: None)
@@ -106,6 +113,26 @@ class GatewayBackend:
             return CliError(f"the gateway at {self.url} does not allow this token to do that (403 {code or 'forbidden'}): "
                             f"{message}")
         return CliError(f"the gateway answered {status}{' ' + code if code else ''}: {message}")
+
+    async def _send(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """One write: ``?namespace=`` added, the gateway's JSON answer back, errors as ``_get``'s."""
+        params = [("namespace", self.write_namespace)] if self.write_namespace else []
+        try:
+            async with self._http.request(method, self.url + path, params=params, json=body,
+                                          timeout=self._timeout) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise UnreachableError(f"cannot reach the gateway at {self.url}: {network_cause(exc)}") from exc
+        if status >= 400:
+            raise self._error(status, raw)
+        try:
+            answer = json.loads(raw)
+        except ValueError as exc:
+            raise CliError(f"the gateway at {self.url} sent an answer that is not JSON (HTTP {status})") from exc
+        if not isinstance(answer, dict):
+            raise CliError(f"the gateway at {self.url} sent an unexpected answer (HTTP {status})")
+        return answer
 
     async def _pages(self, path: str, params: list[tuple[str, str]], limit: int | None) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -301,3 +328,35 @@ class GatewayBackend:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise UnreachableError(f"cannot reach the gateway at {self.url}: {network_cause(exc)}") from exc
         return execution
+
+    # -- writes (Settings.writes_to_gateway) -----------------------------------------------------
+
+    async def set_suspend(self, name: str, suspend: bool) -> tuple[bool, str]:
+        """Pause or resume; answers (changed, the gateway's message) as ``KubeBackend`` does."""
+        verb = "pause" if suspend else "resume"
+        answer = await self._send("POST", f"/v1/tasks/{quote(name, safe='')}/{verb}")
+        message = str(answer.get("message") or "")
+        return "already" not in message, message
+
+    async def delete(self, name: str) -> str:
+        """Delete a Task (not an execution: the gateway cancels Tasks only)."""
+        answer = await self._send("DELETE", f"/v1/tasks/{quote(name, safe='')}")
+        return str(answer.get("message") or f'Successfully marked task "{name}" for delete')
+
+    async def run(self, name: str, now: datetime) -> str:
+        """Run now; answers the execution (Job) started. ``now`` is unused: the gateway's clock
+        names the Job."""
+        answer = await self._send("POST", f"/v1/tasks/{quote(name, safe='')}/run")
+        execution = answer.get("execution")
+        if not isinstance(execution, str) or not execution:
+            raise CliError(f"the gateway at {self.url} started a run of {name!r} but did not name it")
+        return execution
+
+    async def invoke(self, agent: str, body: dict[str, Any]) -> str:
+        """Create the Task of an agent invocation (``POST /v1/agents/{agent}/invoke``); answers
+        its name. ``body`` holds the invoke fields without ``user`` (the token's is recorded)."""
+        answer = await self._send("POST", f"/v1/agents/{quote(agent, safe='')}/invoke", body)
+        task = answer.get("task")
+        if not isinstance(task, str) or not task:
+            raise CliError(f"the gateway at {self.url} invoked {agent!r} but did not name the task")
+        return task

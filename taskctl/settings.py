@@ -65,7 +65,7 @@ CONFIG_KEYS = frozenset({"gateway", "token", "tokenFile", "backend", "namespace"
 class Settings:
     backend: str = "auto"
     """Where reads go: ``gateway`` (its /v1 API), ``kube`` (the Kubernetes API), or ``auto``:
-    the gateway when a URL is configured, else Kubernetes. Writes always go to Kubernetes."""
+    the gateway when a URL is configured, else Kubernetes. Writes: see ``writes_to_gateway``."""
 
     gateway_url: str | None = None
     """Base URL of the task gateway's public API, e.g. ``http://gateway.fabric:8090``."""
@@ -135,6 +135,17 @@ class Settings:
         if self.backend == "gateway":
             return True
         return self.backend == "auto" and bool(self.gateway_url)
+
+    @property
+    def writes_to_gateway(self) -> bool:
+        """pause, resume, run, delete and agents invoke go through the gateway's ``/v1`` (so the
+        token's namespace scopes apply and an invoked Task records the token's user) when a
+        gateway URL and a token are configured, or with ``--backend gateway``; to Kubernetes
+        otherwise, and always with ``--backend kube``. ``create``/``apply`` (any Task document)
+        always go to Kubernetes: the gateway has no route for them."""
+        if self.backend == "kube" or not self.gateway_url:
+            return False
+        return self.backend == "gateway" or bool(self.token)
 
 
 def default_config_path(env: Mapping[str, str]) -> Path:

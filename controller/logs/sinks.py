@@ -47,6 +47,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from controller.gateway_token import BearerToken, as_token
 from controller.kube.errors import parse_retry_after
 from controller.logs.cursor import Cursor
 from controller.logs.errors import (
@@ -283,14 +284,15 @@ class GatewaySink:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | BearerToken,
         session: aiohttp.ClientSession,
         *,
         request_timeout: float = 30.0,
         upload_read_timeout: float = 120.0,
     ) -> None:
         self._base = base_url.rstrip("/")
-        self._token = token
+        self._token = as_token(token)
+        """Asked at each request: a ``controller.gateway_token.FileToken`` follows a rotated Secret."""
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._upload_timeout = aiohttp.ClientTimeout(
@@ -301,7 +303,7 @@ class GatewaySink:
         return f"{self._base}/internal/tasks/{quote(check_execution(execution), safe='')}/logs{suffix}"
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._token}"}
+        return {"Authorization": f"Bearer {self._token.value()}"}
 
     async def state(self, execution: str) -> SinkState:
         status, body, retry = await self._request("GET", self._url(execution, "/state"), timeout=self._timeout)

@@ -35,6 +35,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from controller.gateway_token import BearerToken, as_token
 from controller.kube.errors import parse_retry_after
 from controller.retry import FAIL, TRANSPORT, Verdict, http_verdict
 
@@ -97,17 +98,16 @@ class GatewayClient:
     """``RecordClient`` over aiohttp.
 
     ``base_url`` is the gateway's internal listener (``http://fabric-task-gateway:8091``), ``token``
-    its internal bearer token. ``session``: a shared aiohttp session the caller owns and closes;
+    its internal bearer token (a string, or a ``controller.gateway_token.FileToken`` re-read on change). ``session``: a shared aiohttp session the caller owns and closes;
     without one the client opens its own on first use and ``close()`` closes it.
     ``request_timeout`` bounds one request, connect to last byte.
     """
 
-    def __init__(self, base_url: str, token: str, *, session: aiohttp.ClientSession | None = None,
+    def __init__(self, base_url: str, token: str | BearerToken, *, session: aiohttp.ClientSession | None = None,
                  request_timeout: float = 10.0) -> None:
-        if not token:
-            raise ValueError("the gateway's internal API needs a bearer token")
         self._base = base_url.rstrip("/")
-        self._token = token
+        self._token = as_token(token)
+        """Asked for the token at each request: a ``FileToken`` follows a rotated Secret."""
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         # The session in use; created on first use when the caller gave none (only then do we
         # close it). Touched only by put_record and close, on the event loop.
@@ -132,7 +132,7 @@ class GatewayClient:
         except (TypeError, ValueError) as exc:
             raise GatewayRejected(f"record {name!r} is not JSON: {exc}") from exc
         url = self._url(name)
-        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {self._token.value()}", "Content-Type": "application/json"}
         try:
             async with self._get_session().put(url, data=body.encode(), headers=headers,
                                                timeout=self._timeout) as response:

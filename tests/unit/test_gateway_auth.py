@@ -129,7 +129,10 @@ def test_require_write() -> None:
 @pytest.fixture
 def gateway_sections() -> Sections:
     """Every gateway here: the operator's token INTERNAL, the user tokens USERS, auth required."""
-    return {"auth": {"internal_token": INTERNAL, "user_tokens": USERS, "require_auth": True},
+    # These tests present hundreds of wrong tokens from one address on purpose; the rate limit of
+    # failures has its own tests (test_gateway_tokens.py).
+    return {"auth": {"internal_token": INTERNAL, "user_tokens": USERS, "require_auth": True,
+                     "failure_burst": 100_000},
             "logs": {"follow_idle_timeout": 2.0}}
 
 

@@ -1,5 +1,5 @@
 """Schema migrations on a real SQLite file and a real PostgreSQL server (the session server of
-test_gateway_api.py, skipped without its binaries): a database made by an older gateway (version
+tests/unit/conftest.py, skipped without its binaries): a database made by an older gateway (version
 1) is brought to the current version at startup, keeping its records, and the new columns work."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_gateway_api import database_url, postgres_server  # noqa: F401 - fixtures
 
 from gateway.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS
 from gateway.model import ListQuery, parse_upsert
@@ -26,7 +25,7 @@ def make_store(url: str, latest: bool) -> Any:
     return PostgresRecordStore(url, pool_size=2, migrations=POSTGRES_MIGRATIONS if latest else POSTGRES_MIGRATIONS[:1])
 
 
-async def test_version_1_database_is_upgraded_in_place(database_url: str) -> None:  # noqa: F811
+async def test_version_1_database_is_upgraded_in_place(database_url: str) -> None:
     old = make_store(database_url, latest=False)
     await old.open()
     try:
