@@ -76,4 +76,16 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         # and the (column, sort_ms, name) indexes compare with.
         (_tasks_table("TEXT", "BIGINT", "JSONB", 'TEXT COLLATE "C"'), *index_ddl()),
     ),
+    Migration(
+        2,
+        "log_uploads: the upload ledger of multi-replica gateways",
+        # One row per execution whose log was uploaded through the ledger (``gateway.ledger``):
+        # size = bytes acknowledged to the uploader (never more than the blob store holds durably),
+        # cursor = the uploader's cursor stored with them. Written only under the execution's
+        # advisory lock, in the transaction that holds it. SQLite gateways have no ledger.
+        (
+            'CREATE TABLE log_uploads (execution TEXT COLLATE "C" PRIMARY KEY, size BIGINT NOT NULL, '
+            "cursor TEXT, updated_ms BIGINT NOT NULL)",
+        ),
+    ),
 )
