@@ -61,7 +61,13 @@ def make_stores(settings: Settings) -> tuple[RecordStore, BlobStore]:
     elif url.startswith(("postgresql://", "postgres://")):
         from gateway.records_postgres import PostgresRecordStore
 
+        from gateway.blobs_ledger import LedgeredBlobStore
+        from gateway.ledger_postgres import PostgresLedger
+
         records = PostgresRecordStore(url, pool_size=storage.postgres_pool_size)
+        # Any replica may take any upload: ownership and offsets are decided in the database.
+        ledger = PostgresLedger(url, pool_size=storage.ledger_pool_size)
+        return records, LedgeredBlobStore(make_blob_store(settings), ledger, lock_timeout=settings.logs.upload_lock_timeout)
     else:
         raise ValueError(f"unsupported database URL {redact_url(url)!r}: use sqlite:///path or postgresql://...")
     return records, make_blob_store(settings)
@@ -112,6 +118,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         blobs=describe_blob_store(st.settings),
         schema_version=await st.records.schema_version(),
     )
+    _say_replicas(st)
     try:
         yield
     finally:
@@ -128,6 +135,26 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             finally:
                 await st.blobs.close()
         st.logger.info("gateway storage closed")
+
+
+def _say_replicas(st: AppState) -> None:
+    """One line at startup saying whether the storage fits the declared replica count
+    (``--replicas``): the gateway cannot see its siblings, so it takes the operator's word."""
+    storage = st.settings.storage
+    sqlite = storage.database_url.startswith("sqlite:")
+    if storage.replicas > 1 and sqlite:
+        st.logger.warning(
+            "SQLite is single-replica: uploads are locked in this process only, so another replica "
+            "can refuse or corrupt a log; run one replica or use --database-url postgresql://...",
+            replicas=storage.replicas,
+        )
+    elif storage.replicas > 1:
+        st.logger.info(
+            "multi-replica uploads: ownership and offsets in PostgreSQL; every replica must see the "
+            "same blob store (S3, or one ReadWriteMany volume at --blob-dir)",
+            replicas=storage.replicas,
+            blobs=describe_blob_store(st.settings),
+        )
 
 
 # --- middleware ----------------------------------------------------------------------------------
