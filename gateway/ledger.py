@@ -62,6 +62,27 @@ def visible_size(stored: int, acknowledged: int | None) -> int:
     return stored if acknowledged is None else min(stored, acknowledged)
 
 
+SQLITE_SINGLE_REPLICA = (
+    "SQLite is single-replica: uploads are locked in this process only, so another replica can "
+    "refuse or corrupt a log; run one replica or use --database-url postgresql://..."
+)
+SHARED_STORE_NEEDED = (
+    "multi-replica uploads: ownership and offsets in PostgreSQL; every replica must see the same "
+    "blob store (S3, or one ReadWriteMany volume at --blob-dir)"
+)
+
+
+def replica_notice(replicas: int, database_url: str) -> tuple[str, str] | None:
+    """(level, message) the gateway logs at startup about running ``replicas`` replicas (the
+    count its deployment declares with ``--replicas``: a replica cannot see its siblings) on this
+    database; ``None``: nothing to say (one replica)."""
+    if replicas <= 1:
+        return None
+    if database_url.startswith("sqlite:"):
+        return ("warning", SQLITE_SINGLE_REPLICA)
+    return ("info", SHARED_STORE_NEEDED)
+
+
 @dataclass(frozen=True)
 class Acknowledged:
     size: int

@@ -41,6 +41,7 @@ from gateway.errors import GatewayError, NotFound, Unauthorized
 from gateway.kube import TaskOperations, open_client
 from gateway.metrics import Metrics
 from gateway.model import redact_url
+from gateway.ledger import replica_notice
 from gateway.records import RecordStore
 from gateway.retention import Sweeper
 from gateway.settings import Settings
@@ -138,23 +139,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 def _say_replicas(st: AppState) -> None:
-    """One line at startup saying whether the storage fits the declared replica count
-    (``--replicas``): the gateway cannot see its siblings, so it takes the operator's word."""
-    storage = st.settings.storage
-    sqlite = storage.database_url.startswith("sqlite:")
-    if storage.replicas > 1 and sqlite:
-        st.logger.warning(
-            "SQLite is single-replica: uploads are locked in this process only, so another replica "
-            "can refuse or corrupt a log; run one replica or use --database-url postgresql://...",
-            replicas=storage.replicas,
-        )
-    elif storage.replicas > 1:
-        st.logger.info(
-            "multi-replica uploads: ownership and offsets in PostgreSQL; every replica must see the "
-            "same blob store (S3, or one ReadWriteMany volume at --blob-dir)",
-            replicas=storage.replicas,
-            blobs=describe_blob_store(st.settings),
-        )
+    """One line at startup on whether the storage fits the declared replica count (``--replicas``)."""
+    notice = replica_notice(st.settings.storage.replicas, st.settings.storage.database_url)
+    if notice is not None:
+        level, message = notice
+        getattr(st.logger, level)(message, replicas=st.settings.storage.replicas, blobs=describe_blob_store(st.settings))
 
 
 # --- middleware ----------------------------------------------------------------------------------

@@ -15,7 +15,15 @@ from pgserver import create_database, drop_database, postgres_server  # noqa: F4
 from gateway.blobs_ledger import LedgeredBlobStore
 from gateway.blobs_local import LocalBlobStore
 from gateway.errors import Unavailable
-from gateway.ledger import Start, StartDecision, start_decision, visible_size
+from gateway.ledger import (
+    SHARED_STORE_NEEDED,
+    SQLITE_SINGLE_REPLICA,
+    Start,
+    StartDecision,
+    replica_notice,
+    start_decision,
+    visible_size,
+)
 from gateway.ledger_postgres import PostgresLedger
 from gateway.records_postgres import PostgresRecordStore
 
@@ -47,6 +55,19 @@ def test_start_decision(stored: int, acknowledged: int | None, expected: StartDe
 )
 def test_visible_size(stored: int, acknowledged: int | None, expected: int) -> None:
     assert visible_size(stored, acknowledged) == expected
+
+
+@pytest.mark.parametrize(
+    "replicas, url, expected",
+    [
+        pytest.param(1, "sqlite:///t.db", None, id="sqlite-one-replica"),
+        pytest.param(2, "sqlite:///t.db", ("warning", SQLITE_SINGLE_REPLICA), id="sqlite-two-replicas-warns"),
+        pytest.param(1, "postgresql://db/x", None, id="postgres-one-replica"),
+        pytest.param(3, "postgresql://db/x", ("info", SHARED_STORE_NEEDED), id="postgres-replicas-need-a-shared-store"),
+    ],
+)
+def test_replica_notice(replicas: int, url: str, expected: tuple[str, str] | None) -> None:
+    assert replica_notice(replicas, url) == expected
 
 
 # --- two replicas on one PostgreSQL and one blob directory --------------------------------------

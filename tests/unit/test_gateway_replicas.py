@@ -30,6 +30,7 @@ from test_gateway_shutdown import TOKEN, GatewayProcess, source_log, until
 from controller.logs.cursor import Cursor
 from controller.logs.errors import OffsetMismatch, SinkUnavailable
 from controller.logs.sinks import GatewaySink
+from gateway.ledger import SHARED_STORE_NEEDED, SQLITE_SINGLE_REPLICA
 
 KB, MB = 1 << 10, 1 << 20
 _HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
@@ -191,8 +192,7 @@ async def _raw(http: aiohttp.ClientSession, base: str, execution: str) -> bytes:
 async def test_uploads_alternate_between_replicas_and_survive_a_sigkill_mid_upload(
     replicas: list[GatewayProcess], tmp_path: Path
 ) -> None:
-    assert all(gw.events("multi-replica uploads: ownership and offsets in PostgreSQL; every replica must see the "
-                         "same blob store (S3, or one ReadWriteMany volume at --blob-dir)") for gw in replicas)
+    assert all(gw.events(SHARED_STORE_NEEDED) for gw in replicas)
     proxy = await RoundRobinProxy([gw.url for gw in replicas]).start()
     try:
         async with aiohttp.ClientSession() as http:
@@ -296,3 +296,17 @@ async def _received(http: aiohttp.ClientSession, url: str, size: int) -> bool:
         text = await response.text()
     return any(line.startswith("gateway_log_bytes_received_total ") and float(line.split()[1]) >= size
                for line in text.splitlines())
+
+
+async def test_sqlite_says_it_is_single_replica_when_more_are_declared(tmp_path: Path) -> None:
+    gw = await GatewayProcess(tmp_path, args=("--replicas", "2")).start()
+    try:
+        [warning] = gw.events(SQLITE_SINGLE_REPLICA)
+        assert warning["level"] == "warning" and warning["replicas"] == 2
+    finally:
+        await gw.kill()
+    alone = await GatewayProcess(tmp_path / "alone").start()
+    try:
+        assert not alone.events(SQLITE_SINGLE_REPLICA) and not alone.events(SHARED_STORE_NEEDED)
+    finally:
+        await alone.kill()
