@@ -27,10 +27,10 @@ process under the database lock, and a cached hash is used only when its size ma
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncContextManager, AsyncIterator, Awaitable, Callable
 
 from gateway.blobs import BlobStore, LogAppender, LogStat
-from gateway.ledger import UploadLedger, visible_size
+from gateway.ledger import LedgerSession, UploadLedger, visible_size
 from gateway.logrows import RowPage, RowQuery
 
 
@@ -39,6 +39,9 @@ class _Appender:
 
     def __init__(self, inner: LogAppender) -> None:
         self._inner = inner
+        #: The size the last ``sync`` made durable, and the cursor given after it (the handler
+        #: commits a cursor only after a ``sync``). Owned by the handler's task.
+        self.synced: int | None = None
         self.cursor: str | None = None
 
     @property
@@ -49,7 +52,8 @@ class _Appender:
         await self._inner.write(data, ts_ms)
 
     async def sync(self) -> int:
-        return await self._inner.sync()
+        self.synced = await self._inner.sync()
+        return self.synced
 
     async def commit_cursor(self, cursor: str) -> None:
         self.cursor = cursor  # committed with the size at the session's end
@@ -79,16 +83,28 @@ class LedgeredBlobStore:
     async def append(self, execution: str) -> AsyncIterator[_Appender]:
         async with self.ledger.session(execution, self.lock_timeout) as session:
             ack = session.acknowledged
-            appender: _Appender | None = None
+            inner = self.inner.append(execution, ack.size if ack else None)
+            appender = _Appender(await inner.__aenter__())
             try:
-                async with self.inner.append(execution, ack.size if ack else None) as inner:
-                    appender = _Appender(inner)
-                    yield appender
-            finally:
-                # After the inner session flushed and made durable what it took (also after an
-                # error: a 413 keeps the bytes before the limit), record exactly that.
-                if appender is not None:
-                    session.record(appender.size, appender.cursor)
+                yield appender
+            except BaseException as exc:
+                await self._end(inner, appender, session, exc)
+                raise
+            await self._end(inner, appender, session, None)
+
+    @staticmethod
+    async def _end(inner: AsyncContextManager[LogAppender], appender: _Appender, session: LedgerSession,
+                   exc: BaseException | None) -> None:
+        """Close the inner session (it flushes and makes durable what it took, also after an
+        error: a 413 keeps the bytes before the limit), then record exactly what is durable: all
+        of it after a clean close, else only what the last ``sync`` made durable."""
+        try:
+            await inner.__aexit__(type(exc) if exc else None, exc, exc.__traceback__ if exc else None)
+        except BaseException:
+            if appender.synced is not None:
+                session.record(appender.synced, appender.cursor)
+            raise
+        session.record(appender.size, appender.cursor)
 
     async def finalize(self, execution: str, size: int, sha256: str | None) -> LogStat:
         async with self.ledger.session(execution, self.lock_timeout) as session:
