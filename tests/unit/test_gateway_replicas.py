@@ -45,6 +45,8 @@ class RoundRobinProxy:
         self.backends = backends
         self.alive = [True] * len(backends)
         self.routed: Counter[int] = Counter()
+        #: Status codes answered to the client, the proxy's own 502s included.
+        self.statuses: Counter[int] = Counter()
         #: Index of the backend each PUT of an execution's log went to, in order.
         self.uploads: dict[str, list[int]] = {}
         self._next = 0
@@ -93,6 +95,7 @@ class RoundRobinProxy:
                 request.method, self.backends[i] + request.path_qs, headers=headers,
                 data=body() if request.can_read_body else None,
             ) as upstream:
+                self.statuses[upstream.status] += 1
                 response = web.StreamResponse(status=upstream.status)
                 for k, v in upstream.headers.items():
                     if k.lower() not in _HOP:
@@ -104,6 +107,7 @@ class RoundRobinProxy:
                 return response
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError):
             self.alive[i] = False  # as endpoints drop a dead pod
+            self.statuses[502] += 1
             raise web.HTTPBadGateway(text=f"backend {i} did not answer") from None
 
 
