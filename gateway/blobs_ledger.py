@@ -83,8 +83,12 @@ class LedgeredBlobStore:
     async def append(self, execution: str) -> AsyncIterator[_Appender]:
         async with self.ledger.session(execution, self.lock_timeout) as session:
             ack = session.acknowledged
+            # A log's first session (no row yet; or a log from before the ledger, whose cursor the
+            # blob store kept): the row starts from the store's cursor.
+            first = await self.inner.stat(execution) if ack is None else None
             inner = self.inner.append(execution, ack.size if ack else None)
             appender = _Appender(await inner.__aenter__())
+            appender.cursor = first.cursor if first is not None else None
             try:
                 yield appender
             except BaseException as exc:

@@ -194,3 +194,29 @@ async def test_delete_forgets_the_row(database: str, tmp_path: Path) -> None:
         assert await _upload(a, "ex-1", b"again\n", "c2") == 6  # a new log from 0
     finally:
         await a.close()
+
+
+async def test_a_log_from_before_the_ledger_keeps_its_size_and_cursor(database: str, tmp_path: Path) -> None:
+    """A gateway upgraded to several replicas: a log written by the single-replica store has no
+    row; its first ledger session adopts the stored bytes and the stored cursor."""
+    single = LocalBlobStore(str(tmp_path), fsync=False)
+    await single.open()
+    try:
+        async with single.append("ex-1") as log:
+            await log.write(b"before\n", TS)
+            await log.sync()
+            await log.commit_cursor("old-cursor")
+    finally:
+        await single.close()
+    a = await _replica(database, tmp_path)
+    try:
+        stat = await a.stat("ex-1")
+        assert stat is not None and (stat.size, stat.cursor) == (7, "old-cursor")
+        async with a.append("ex-1") as log:  # an upload that brings no cursor
+            assert log.size == 7
+            await log.write(b"after\n", TS)
+            await log.sync()
+        ack = await a.ledger.acknowledged("ex-1")
+        assert ack is not None and (ack.size, ack.cursor) == (13, "old-cursor")
+    finally:
+        await a.close()
