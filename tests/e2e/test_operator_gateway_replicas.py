@@ -67,10 +67,10 @@ async def test_operator_uploads_alternate_between_two_replicas_and_one_is_killed
             return set(puts) == {0, 1} and stored.exists() and stored.stat().st_size >= 8 * MB
 
         await eventually(alternating, timeout=120, message="uploads alternate between the replicas")
-        victim = replicas[proxy.uploads[execution][-1]]  # the replica of the latest PUT
+        latest = proxy.uploads[execution][-1]  # the replica of the latest PUT
+        victim, survivor = replicas[latest], replicas[1 - latest]
         victim.proc.send_signal(signal.SIGKILL)
         await victim.proc.wait()
-        survivor = replicas[1 - proxy.uploads[execution][-1]]
 
         entry = await wait_log(kube, namespace, "two-replicas", timeout=300)
         assert entry["sha256"] == generated.sha256 and entry["size"] == generated.size
