@@ -59,6 +59,7 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     opt("--port", "PORT", defaults.http.port, int, "public API port")
     opt("--internal-port", "INTERNAL_PORT", None, int, "serve /internal only on this port (unset: on --port)")
     opt("--database-url", "DATABASE_URL", defaults.storage.database_url, str, "sqlite:///path or postgresql://user:pass@host/db")
+    opt("--replicas", "REPLICAS", defaults.storage.replicas, int, "gateway replicas the deployment runs (more than 1 needs PostgreSQL and a shared blob store; checked at startup)")
     opt("--blob-dir", "BLOB_DIR", defaults.storage.blob_dir, str, "directory of the local log store")
     opt("--blob-url", "BLOB_URL", "", str, "s3://bucket[/prefix]: logs in S3-compatible storage instead of --blob-dir (credentials: FABRIC_GATEWAY_S3_ACCESS_KEY_ID/_SECRET_ACCESS_KEY or the AWS_* chain)")
     opt("--s3-endpoint", "S3_ENDPOINT", None, str, "URL of an S3-compatible server (unset: AWS)")
@@ -112,6 +113,8 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
         raise SystemExit("fabric-task-gateway: --token-reload-interval must be positive, --token-rotation-grace not negative")
     if args.auth_failure_burst < 1 or args.auth_failure_refill <= 0:
         raise SystemExit("fabric-task-gateway: --auth-failure-burst must be at least 1, --auth-failure-refill positive")
+    if args.replicas < 1:
+        raise SystemExit("fabric-task-gateway: --replicas must be at least 1")
     if args.retention_days <= 0:
         raise SystemExit("fabric-task-gateway: --retention-days must be positive")
     return Settings(
@@ -122,7 +125,8 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             max_json_bytes=args.max_body_bytes,
             shutdown_timeout=args.shutdown_timeout,
         ),
-        storage=StorageSettings(database_url=args.database_url, blob_dir=args.blob_dir, fsync=args.fsync),
+        storage=StorageSettings(database_url=args.database_url, blob_dir=args.blob_dir, fsync=args.fsync,
+                                replicas=args.replicas),
         auth=AuthSettings(
             internal_token=token,
             user_tokens=user_tokens,

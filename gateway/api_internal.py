@@ -105,7 +105,9 @@ async def _append(
                 code="offset_mismatch",
                 size=log.size,
             )
-        # Under the execution's lock: creates the record if needed and pushes its expiry, so the
+        # Under the execution's lock (this process's, and with PostgreSQL the upload ledger's, so
+        # every replica's): ``log.size`` is then the acknowledged size, and this check the one
+        # that decides the offset. Creates the record if needed and pushes its expiry, so the
         # sweeper cannot remove it while these bytes are arriving.
         now = now_ms(st.clock)
         await st.records.touch_log(name, size=log.size, state="streaming", checksum=None, now_ms=now, expires_ms=now + ttl_ms)

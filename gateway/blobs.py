@@ -17,6 +17,9 @@ Contract, whatever the backend:
 - An upload may carry an opaque cursor (the shipper's resume point); it is stored only after the
   bytes of a complete request are durable, so it never runs ahead of them.
 - Readers (``rows``, ``read_raw``, ``stat``) see a consistent prefix of a log being appended.
+- Appends are exclusive per process. Several replicas sharing one store go through
+  ``blobs_ledger``, which makes them exclusive per execution in PostgreSQL and tells ``append``
+  the acknowledged size.
 """
 
 from __future__ import annotations
@@ -61,8 +64,10 @@ class BlobStore(Protocol):
 
     async def close(self) -> None: ...
 
-    def append(self, execution: str) -> AsyncContextManager[LogAppender]:
-        """Exclusive append session. On exit (normal or not) everything written is flushed and
+    def append(self, execution: str, acknowledged: int | None = None) -> AsyncContextManager[LogAppender]:
+        """Exclusive append session. ``acknowledged``: the size the upload ledger acknowledged
+        (``blobs_ledger``; ``None`` without one): bytes stored past it are cut first
+        (``ledger.start_decision``), fewer is 503. On exit (normal or not) everything written is flushed and
         made durable, and the in-memory checksum state is kept for ``finalize``. Raises
         ``Conflict`` (``upload_in_progress``, or ``log_finalized`` with the stored ``size``)."""
 

@@ -18,8 +18,11 @@ its byte count equals the file's size; after a gateway restart (or an eviction) 
 once instead. Either way the check is against the bytes on disk as the gateway holds them.
 
 Concurrency: one asyncio lock per execution serialises appends, finalize and delete of that
-execution (this store assumes a single gateway process owns the directory: one replica, or a
-ReadWriteOnce volume). Readers take no lock: they snapshot the file size first and ignore index
+execution within this process. Alone (SQLite, one replica) that is the whole story. Several
+replicas on one shared directory (PostgreSQL) go through ``blobs_ledger``, whose database lock makes
+the session exclusive across processes and which passes ``append`` the acknowledged size: a
+longer file is cut back to it (``ledger.start_decision``; the index follows in
+``_recover_index``). Readers take no lock: they snapshot the file size first and ignore index
 records past it.
 """
 
@@ -37,6 +40,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from gateway.blobs import LogStat
 from gateway.blobs_shared import ExecutionLocks, HashCache, HashState
 from gateway.errors import ChecksumMismatch, Conflict, PayloadTooLarge, Unavailable
+from gateway.ledger import Start, start_decision
 from gateway.logindex import RECORD_SIZE, IndexBuilder, IndexRecord, valid_prefix
 from gateway.logrows import RowPage, RowQuery, query_rows
 
@@ -83,12 +87,12 @@ class LocalBlobStore:
     # --- appending ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def append(self, execution: str) -> AsyncIterator["_Appender"]:
+    async def append(self, execution: str, acknowledged: int | None = None) -> AsyncIterator["_Appender"]:
         async with self._locks.hold(execution, self.lock_timeout):
             state = self._hashes.take(execution)
             appender = _Appender(self, execution)
             try:
-                await self._run(appender.open_sync, state)
+                await self._run(appender.open_sync, state, acknowledged)
             except BaseException:
                 await asyncio.shield(self._run(appender.abandon_sync))
                 raise
@@ -280,7 +284,7 @@ class _Appender:
             os.fsync(self._fd)
             os.fsync(self._idx_fd)
 
-    def open_sync(self, state: HashState | None) -> None:
+    def open_sync(self, state: HashState | None, acknowledged: int | None) -> None:
         os.makedirs(self._dir, exist_ok=True)
         if os.path.exists(os.path.join(self._dir, "log.done")):
             size = _file_size(os.path.join(self._dir, "log.txt"))
@@ -288,6 +292,17 @@ class _Appender:
         self._fd = os.open(os.path.join(self._dir, "log.txt"), os.O_RDWR | os.O_CREAT, 0o644)
         self._idx_fd = os.open(os.path.join(self._dir, "log.idx"), os.O_RDWR | os.O_CREAT, 0o644)
         self._stored = os.fstat(self._fd).st_size
+        start = start_decision(self._stored, acknowledged)
+        if start.action is Start.LOST:
+            raise Unavailable(
+                f"the log holds {self._stored} bytes but {acknowledged} were acknowledged: the blob "
+                "directory lost bytes (is it the volume every replica shares?)"
+            )
+        if start.action is Start.CUT:  # a dead replica's unacknowledged tail (``gateway.ledger``)
+            os.ftruncate(self._fd, start.size)
+            if self._store.fsync:
+                os.fsync(self._fd)
+            self._stored = start.size
         self._accepted = self._stored
         self._recover_index()
         if state is not None and state.size == self._stored:

@@ -39,8 +39,10 @@ reads a few index pages and a block or two of the log, never the whole object (`
 counts what was fetched). A reader whose parts vanish under it (finalize just composed them)
 continues on ``log.txt`` and ``log.idx``: the same bytes and the same records.
 
-Locks and running hashes are per process (``blobs_shared``): uploads of one execution must reach
-one gateway process, as with the local store. Readers may be on any replica.
+Locks and running hashes are per process (``blobs_shared``). Several replicas go through
+``blobs_ledger`` (PostgreSQL): its database lock makes an execution's session exclusive across
+processes, and ``append`` gets the acknowledged size, deleting the parts of a dead replica's
+unacknowledged tail (``_Appender._cut``). Readers may be on any replica.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from gateway.blobs import LogStat
 from gateway.blobs_shared import ExecutionLocks, HashCache, HashState
 from gateway.errors import ChecksumMismatch, Conflict, PayloadTooLarge, Unavailable
+from gateway.ledger import Start, start_decision
 from gateway.logindex import RECORD_SIZE, IndexBuilder, IndexRecord
 from gateway.logrows import RowPage, RowQuery, query_rows
 from gateway.settings import S3Settings
@@ -351,10 +354,10 @@ class S3BlobStore:
     # --- appending ---------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def append(self, execution: str) -> AsyncIterator["_Appender"]:
+    async def append(self, execution: str, acknowledged: int | None = None) -> AsyncIterator["_Appender"]:
         async with self._locks.hold(execution, self.lock_timeout):
             appender = _Appender(self, execution)
-            await appender.open(self._hashes.take(execution))
+            await appender.open(self._hashes.take(execution), acknowledged)
             try:
                 yield appender
             finally:
@@ -593,12 +596,13 @@ class _Appender:
     def size(self) -> int:
         return self._accepted
 
-    async def open(self, state: HashState | None) -> None:
+    async def open(self, state: HashState | None, acknowledged: int | None = None) -> None:
         store, ex = self._store, self._execution
         listing = await store._list(ex)
         if listing.sealed:
             size = listing.files.get("log.txt", 0)
             raise Conflict("the log is finalized and takes no more bytes", code="log_finalized", size=size)
+        await self._cut(listing, acknowledged)
         self._stored = self._accepted = listing.size
         if not listing.exists:
             await store._put(store._key(ex, "log.started"), b"")
@@ -615,6 +619,25 @@ class _Appender:
             self.hash_state = state
         elif self._stored == 0:
             self.hash_state = HashState(0, hashlib.sha256())
+
+    async def _cut(self, listing: _Listing, acknowledged: int | None) -> None:
+        """Apply ``ledger.start_decision``: drop the parts (and their index objects) of a dead
+        replica's unacknowledged tail. Every acknowledged size ends a part (a session stores its
+        last part before it records its size), so the tail is whole parts."""
+        start = start_decision(listing.size, acknowledged)
+        if start.action is Start.LOST:
+            raise Unavailable(
+                f"the log holds {listing.size} bytes but {acknowledged} were acknowledged: the bucket lost parts"
+            )
+        if start.action is not Start.CUT:
+            return
+        keep = [p for p in listing.parts if p[0] < start.size]
+        if (keep[-1][0] + keep[-1][1] if keep else 0) != start.size:
+            raise Unavailable(f"no part of {self._execution!r} ends at the acknowledged size {start.size}")
+        tail = [o for o, _ in listing.parts if o >= start.size]
+        keys = [_part(o) for o in tail] + [_index(o) for o in tail if o in listing.index]
+        await self._store._delete_keys([self._store._key(self._execution, k) for k in keys])
+        listing.parts = keep
 
     async def write(self, data: bytes, ts_ms: int) -> None:
         if not data:

@@ -2,8 +2,10 @@
 lock that makes appends, finalize and delete of one execution exclusive, and the running sha256 of
 the log's stored bytes (so ``finalize`` need not read the log again). No I/O.
 
-Both are per process: a store assumes one gateway process writes a given execution's log (one
-replica, or uploads of an execution routed to one replica). Readers never take the lock.
+Both are per process. Alone (SQLite) a store assumes one gateway process writes a given
+execution's log; with several replicas (PostgreSQL) ``blobs_ledger`` takes the database's lock
+around these, and a cached hash is used only when its size is the log's. Readers never take the
+lock.
 """
 
 from __future__ import annotations

@@ -5,11 +5,13 @@ and seals it when the pod is done (``finalize``), so following the stored blob *
 pod, and it keeps working when the pod is gone: one call, one source, no switch-over between a
 pod-log proxy and the store (and no Kubernetes access needed to read logs).
 
-``LogEvents`` wakes followers when an upload or a finalize of their execution ended (both run in
-this process). A follower subscribes *before* it looks at the store's state, so an upload landing
+``LogEvents`` wakes followers when an upload or a finalize of their execution ended in this
+process. A follower subscribes *before* it looks at the store's state, so an upload landing
 between the look and the wait is never missed; it also wakes every ``poll_interval`` seconds, which
 picks up bytes a long upload has already written to the file before its request ended, a log
-deleted by the sweeper, and a record marked ``lost``.
+deleted by the sweeper, a record marked ``lost``, and -- with several replicas -- uploads and
+finalizes that another replica took (``stat`` then answers the acknowledged size from the upload
+ledger, ``blobs_ledger``): bounded latency of about ``poll_interval`` after their acknowledgement.
 
 Memory is bounded: the stream sends the store's read chunks as they come, waiting on the client
 (``write`` drains), and holds nothing else.

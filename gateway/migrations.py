@@ -101,4 +101,16 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         "invoke outcome columns and their indexes",
         (*_invoke_columns("TEXT", "BIGINT"), *index_ddl(_V2_INDEXED, base=False)),
     ),
+    Migration(
+        3,
+        "log_uploads: the upload ledger of multi-replica gateways",
+        # One row per execution whose log was uploaded through the ledger (``gateway.ledger``):
+        # size = bytes acknowledged to the uploader (never more than the blob store holds durably),
+        # cursor = the uploader's cursor stored with them. Written only under the execution's
+        # advisory lock, in the transaction that holds it. SQLite gateways have no ledger.
+        (
+            'CREATE TABLE log_uploads (execution TEXT COLLATE "C" PRIMARY KEY, size BIGINT NOT NULL, '
+            "cursor TEXT, updated_ms BIGINT NOT NULL)",
+        ),
+    ),
 )

@@ -42,6 +42,7 @@ from gateway.errors import GatewayError, NotFound
 from gateway.kube import TaskOperations, open_client
 from gateway.metrics import Metrics
 from gateway.model import redact_url
+from gateway.ledger import replica_notice
 from gateway.records import RecordStore
 from gateway.retention import Sweeper
 from gateway.settings import Settings
@@ -62,7 +63,13 @@ def make_stores(settings: Settings) -> tuple[RecordStore, BlobStore]:
     elif url.startswith(("postgresql://", "postgres://")):
         from gateway.records_postgres import PostgresRecordStore
 
+        from gateway.blobs_ledger import LedgeredBlobStore
+        from gateway.ledger_postgres import PostgresLedger
+
         records = PostgresRecordStore(url, pool_size=storage.postgres_pool_size)
+        # Any replica may take any upload: ownership and offsets are decided in the database.
+        ledger = PostgresLedger(url, pool_size=storage.ledger_pool_size)
+        return records, LedgeredBlobStore(make_blob_store(settings), ledger, lock_timeout=settings.logs.upload_lock_timeout)
     else:
         raise ValueError(f"unsupported database URL {redact_url(url)!r}: use sqlite:///path or postgresql://...")
     return records, make_blob_store(settings)
@@ -116,6 +123,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         blobs=describe_blob_store(st.settings),
         schema_version=await st.records.schema_version(),
     )
+    _say_replicas(st)
     try:
         yield
     finally:
@@ -133,6 +141,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             finally:
                 await st.blobs.close()
         st.logger.info("gateway storage closed")
+
+
+def _say_replicas(st: AppState) -> None:
+    """One line at startup on whether the storage fits the declared replica count (``--replicas``)."""
+    notice = replica_notice(st.settings.storage.replicas, st.settings.storage.database_url)
+    if notice is not None:
+        level, message = notice
+        getattr(st.logger, level)(message, replicas=st.settings.storage.replicas, blobs=describe_blob_store(st.settings))
 
 
 # --- middleware ----------------------------------------------------------------------------------

@@ -50,6 +50,17 @@ class StorageSettings:
     postgres_pool_size: int = 10
     """Largest number of PostgreSQL connections held by the pool."""
 
+    ledger_pool_size: int = 32
+    """PostgreSQL only: connections of the upload ledger's own pool (``ledger_postgres``). Each
+    log upload in progress holds one while its body streams (its lock is a transaction), so this
+    bounds concurrent uploads per replica; one more waits ``upload_lock_timeout``, then 503."""
+
+    replicas: int = 1
+    """How many gateway replicas the deployment runs (``--replicas``), as the operator of the
+    gateway declares it: only used to say at startup whether the storage fits. More than one needs
+    PostgreSQL (the upload ledger) and a blob store every replica sees (S3, or one shared
+    ReadWriteMany volume); with SQLite the gateway warns that it is single-replica."""
+
     fsync: bool = True
     """fsync the log (and its index) before answering an upload with the stored size, so a size
     the operator was told is never lost by a crash of the gateway's machine."""

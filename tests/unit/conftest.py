@@ -6,13 +6,6 @@ Helpers live in plain modules beside the tests (``fakeclock``, ``fakekube``, ``l
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,6 +16,7 @@ import pytest
 from fakeclock import FakeClock
 from fakekube import FakeKube
 from gateway_harness import Gateway, Sections, merge_sections, start_gateway
+from pgserver import postgres_server  # noqa: F401 - the session's PostgreSQL server, for database_url
 
 
 @pytest.fixture
@@ -61,67 +55,6 @@ async def make_gateway(tmp_path: Path, clock: FakeClock, gateway_sections: Secti
     yield make
     for gateway in started:
         await gateway.close()
-
-
-# --- a real PostgreSQL server for the session ---------------------------------------------------
-
-
-def _pg_bindir() -> str | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    return os.path.dirname(found[-1]) if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Any:
-    """A throwaway PostgreSQL server: data and socket directories under /tmp, TCP on a free
-    loopback port, trust auth, durability off (tests only). PostgreSQL refuses to run as root, so
-    as root it runs as the Debian package's ``postgres`` user through runuser."""
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip(
-            "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin: "
-            "install them with `apt-get install postgresql` (CI's .ci/run does)"
-        )
-    base = tempfile.mkdtemp(prefix="gateway-pg-", dir="/tmp")
-    sockdir = os.path.join(base, "sock")
-    os.mkdir(sockdir)
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        for path in (base, sockdir):
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-        prefix = ["runuser", "-u", "postgres", "--"]
-    data = os.path.join(base, "data")
-    port = _free_port()
-
-    def run(*args: str) -> None:
-        result = subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            raise RuntimeError(f"{args[0]} failed: {result.stdout}\n{result.stderr}")
-
-    run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync")
-    options = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {sockdir} -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c max_connections=200 -c shared_buffers=64MB"
-    )
-    try:
-        run(f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(base, "server.log"), "-w", "-t", "60", "-o", options, "start")
-    except BaseException:
-        shutil.rmtree(base, ignore_errors=True)
-        raise
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
-    finally:
-        try:
-            run(f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def docs() -> dict[str, dict[str, Any]]:
 def test_defaults_and_environment(tmp_path: Path) -> None:
     s = settings_from([], {"FABRIC_GATEWAY_INTERNAL_TOKEN": "abc"})
     assert (s.http.host, s.http.port, s.http.internal_port) == ("127.0.0.1", 8090, None)
-    assert s.storage.database_url == "sqlite:///./.gateway/tasks.db"
+    assert s.storage.database_url == "sqlite:///./.gateway/tasks.db" and s.storage.replicas == 1
     assert s.retention.ttl_seconds == 30 * 86400
     assert "abc" not in repr(s)  # the token never shows in a repr (or a log of the settings)
     token = tmp_path / "token"
@@ -48,10 +48,11 @@ def test_defaults_and_environment(tmp_path: Path) -> None:
         "FABRIC_GATEWAY_RETENTION_DAYS": "7",
         "FABRIC_GATEWAY_FSYNC": "false",
         "FABRIC_GATEWAY_INTERNAL_TOKEN_FILE": str(token),
+        "FABRIC_GATEWAY_REPLICAS": "3",
     }
     s = settings_from(["--port", "9100", "--max-body-bytes", "2048"], env)
     assert (s.http.port, s.http.internal_port, s.http.max_json_bytes) == (9100, 9001, 2048)  # a flag beats the env
-    assert s.storage.database_url == "postgresql://u:p@db/x" and s.storage.fsync is False
+    assert s.storage.database_url == "postgresql://u:p@db/x" and s.storage.fsync is False and s.storage.replicas == 3
     assert s.retention.ttl_seconds == 7 * 86400
     assert s.auth.internal_token == "from-file"
     assert s.auth.user_tokens is None and not s.auth.require_auth  # the public API stays open by default
@@ -149,6 +150,7 @@ def test_kubernetes_access_for_the_schedule_operations() -> None:
         pytest.param(["--kubeconfig", "/k", "--in-cluster", "true"], {"FABRIC_GATEWAY_INTERNAL_TOKEN": "x"}, id="two-kube-sources"),
         pytest.param([], {}, id="no-token"),
         pytest.param(["--retention-days", "0"], {"FABRIC_GATEWAY_INTERNAL_TOKEN": "x"}, id="zero-retention"),
+        pytest.param(["--replicas", "0"], {"FABRIC_GATEWAY_INTERNAL_TOKEN": "x"}, id="zero-replicas"),
     ],
 )
 def test_refuses_to_start(argv: list[str], env: dict[str, str]) -> None:
@@ -188,6 +190,7 @@ def test_manifest_env_parses_and_matches_ports_and_probes(tmp_path: Path) -> Non
         assert container[probe]["httpGet"]["path"] in paths
         assert container[probe]["httpGet"]["port"] == "http"
     assert deployment["spec"]["strategy"]["type"] == "Recreate" and deployment["spec"]["replicas"] == 1
+    assert settings.storage.replicas == deployment["spec"]["replicas"]  # the startup check sees the real count
     service = found["Service"]
     assert {p["targetPort"] for p in service["spec"]["ports"]} == set(ports)
 

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from s3server import S3Server, s3_server  # noqa: F401 - the session fixture
 
 from gateway.blobs_s3 import MIN_PART, S3BlobStore, parse_s3_url
-from gateway.errors import ChecksumMismatch, Conflict
+from gateway.errors import ChecksumMismatch, Conflict, Unavailable
 from gateway.logrows import RowQuery, query_rows
 from gateway.server import start
 from gateway.settings import AuthSettings, HttpSettings, RetentionSettings, S3Settings, Settings, StorageSettings
@@ -306,3 +306,26 @@ async def _until_received(url: str, at_least: int, timeout: float = 30.0) -> Non
                 return
             assert asyncio.get_running_loop().time() < deadline, f"only {received} bytes received"
             await asyncio.sleep(0.02)
+
+
+async def test_append_cuts_the_parts_past_the_acknowledged_size(store: S3BlobStore, s3_server: S3Server, bucket: str) -> None:  # noqa: F811
+    """Several replicas (``blobs_ledger``): parts a dead replica stored past the size the upload
+    ledger acknowledged are deleted, with their index objects, before the next append; the log
+    then continues at the acknowledged size, rows and checksum as if the tail never was."""
+    data = lines(0, 150_000)  # ~8.6 MB
+    assert await put_log(store, "cut-1", data[: 5 << 20]) == 5 << 20  # acknowledged: one part
+    assert await put_log(store, "cut-1", data[5 << 20 : 6 << 20]) == 6 << 20  # the dead replica's tail
+    with pytest.raises(Unavailable, match="no part"):  # not a part boundary: refuse, change nothing
+        async with store.append("cut-1", acknowledged=(5 << 20) + 10):
+            pass
+    with pytest.raises(Unavailable, match="lost parts"):
+        async with store.append("cut-1", acknowledged=7 << 20):
+            pass
+    async with store.append("cut-1", acknowledged=5 << 20) as log:
+        assert log.size == 5 << 20
+        await log.write(data[5 << 20 :], 5000)
+        assert await log.sync() == len(data)
+    assert f"index/{5 << 20:020d}" in await keys(s3_server, bucket, "cut-1")  # rewritten by the new part
+    await store.finalize("cut-1", len(data), hashlib.sha256(data).hexdigest())
+    page = await rows_of(store, "cut-1", tail=1)
+    assert page.total_lines == 150_000 and page.rows[0].text == lines(149_999, 1)[:-1].decode()

@@ -53,9 +53,14 @@ class GatewayProcess:
     """One ``python -m gateway`` on a free loopback port; its JSON log lines are collected (the
     pipe is drained all the time, so the process never blocks on it)."""
 
-    def __init__(self, root: Path, shutdown_timeout: float = PATIENT) -> None:
+    def __init__(self, root: Path, shutdown_timeout: float = PATIENT, *, database_url: str | None = None,
+                 blob_dir: Path | None = None, args: tuple[str, ...] = ()) -> None:
         self.root = root
         self.shutdown_timeout = shutdown_timeout
+        #: Default: SQLite and blobs under ``root``; replicas share a PostgreSQL URL and a blob dir.
+        self.database_url = database_url or f"sqlite:///{root / 'tasks.db'}"
+        self.blob_dir = blob_dir or root / "blobs"
+        self.args = args
         self.lines: list[dict] = []
         self.url = ""
         self.proc: asyncio.subprocess.Process | None = None
@@ -65,8 +70,8 @@ class GatewayProcess:
         env = dict(os.environ, FABRIC_GATEWAY_INTERNAL_TOKEN=TOKEN)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", "0",
-            "--database-url", f"sqlite:///{self.root / 'tasks.db'}", "--blob-dir", str(self.root / "blobs"),
-            "--shutdown-timeout", str(self.shutdown_timeout),
+            "--database-url", self.database_url, "--blob-dir", str(self.blob_dir),
+            "--shutdown-timeout", str(self.shutdown_timeout), *self.args,
             cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
         listening = asyncio.get_running_loop().create_future()
