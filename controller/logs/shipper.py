@@ -10,9 +10,11 @@ stored (or found lost, or failed for good) and returns the ``Outcome``:
    through ``KubeClient.stream``; decode with ``controller.logs.cursor.LogDecoder`` and append to
    the sink in batches of ``chunk_bytes`` (or whatever arrived within ``flush_seconds``), each with
    the cursor describing it. A follow that ends cleanly (a real kubelet ends it when the container
-   exits) or stays silent for ``idle_reconnect_seconds`` is reopened from the sink's state. kwok's
-   follow never ends: ``terminal`` (set by the caller when the pod reached Succeeded/Failed)
-   stops it.
+   exits) or stays silent for ``idle_reconnect_seconds`` is reopened from the sink's state.
+   ``terminal`` (set by the caller when the pod reached Succeeded/Failed) does not cut a follow
+   short: it is read on until the server ends it (a real kubelet, once it has sent the whole log,
+   the rotated files included: they are open on its side, while a new request gets only the
+   current file) or until it brings nothing for ``drain_idle_seconds`` (kwok's follow never ends).
 3. Then one non-follow read from the cursor delivers the remainder, including an unterminated
    last line, and ``finalize`` seals the log with its size and sha256.
 
@@ -130,6 +132,10 @@ class ShipOptions:
     """Longest silence tolerated while reading the remainder after the pod ended."""
     follow_end_pause: float = 1.0
     """After a follow ended cleanly but the pod is not known to be terminal, wait this long."""
+    drain_idle_seconds: float = 3.0
+    """Once the pod is terminal, a follow in progress is read on until the server ends it or it
+    brings nothing for this long: what a lagging follow has not delivered yet is in files the
+    kubelet has rotated, which a new request could no longer read."""
     catch_up_bytes: int = 4 << 20
     """A backlog is read without ``follow`` until one such read brings less than this; then the
     log is followed. A followed log arrives a line per HTTP chunk (kubelets flush every line),
@@ -366,7 +372,8 @@ class _Stream:
         await batch.flush()
 
     async def _follow(self, response: KubeStream, decoder: LogDecoder, batch: _Batch) -> None:
-        """Read a followed log until the pod is terminal, the server ends it, or it is silent.
+        """Read a followed log until the server ends it, it is silent, or the pod is terminal and
+        the follow has brought nothing for ``drain_idle_seconds``.
 
         A reader task reads, decodes and appends full batches; this task wakes every
         ``flush_seconds`` (or on terminal, or when the reader ends) to append a partial batch
@@ -401,16 +408,18 @@ class _Stream:
             while True:
                 tick = asyncio.ensure_future(clock.sleep(self.o.flush_seconds))
                 try:
-                    await asyncio.wait({reading, terminal, tick}, return_when=asyncio.FIRST_COMPLETED)
+                    wakers = {reading, tick} if terminal.done() else {reading, terminal, tick}
+                    await asyncio.wait(wakers, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     tick.cancel()
                 if reading.done():
                     reading.result()
                     return
-                if terminal.done():
+                now = clock.monotonic()
+                # Terminal: drain what the follow still brings (module docstring, step 2).
+                if terminal.done() and now - last_data >= self.o.drain_idle_seconds:
                     self._ended_by_terminal = True
                     return
-                now = clock.monotonic()
                 if batch.pending and now - batch.since >= self.o.flush_seconds:
                     await batch.flush()
                 if now - last_data >= self.o.idle_reconnect_seconds:

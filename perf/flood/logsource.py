@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from controller.kube import KubeClient, NotFound
 from controller.kube.resources import Resource
@@ -132,21 +132,22 @@ def container_expected(size: int) -> Expected:
 class ContainerLogs:
     kind = "container"
 
-    def __init__(self, bytes_per_second: int | None = None) -> None:
-        self.bytes_per_second = bytes_per_second
+    def __init__(self, bytes_per_second: Callable[[int], int | None] = lambda size: None, image: str = IMAGE) -> None:
+        self.bytes_per_second = bytes_per_second  # log size -> how fast its writers write
+        self.image = image
 
     async def prepare(self, kube: KubeClient, namespace: str, size: int) -> Expected:
         return await asyncio.to_thread(container_expected, size)
 
     def template(self, size: int, run_for: str, labels: dict[str, str]) -> dict:
-        return {"metadata": {"labels": labels}, "image": IMAGE,
-                "command": writer_command(size, self.bytes_per_second)}
+        return {"metadata": {"labels": labels}, "image": self.image,
+                "command": writer_command(size, self.bytes_per_second(size))}
 
     def baseline_pod(self, name: str, size: int, labels: dict[str, str]) -> dict:
         # Writes, then sleeps so the log stays readable from the same container while curl reads it.
         return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
                 "spec": {"restartPolicy": "Never", "containers": [{
-                    "name": CONTAINER_NAME, "image": IMAGE,
+                    "name": CONTAINER_NAME, "image": self.image,
                     "command": ["sh", "-c", f"yes '{LINE}' | head -c {size}; sleep 86400"]}]}}
 
     async def cleanup(self, kube: KubeClient) -> None:

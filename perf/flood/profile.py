@@ -45,6 +45,10 @@ class LogClass:
     scheduled: int = 0
     """Scheduled Tasks (``* * * * *``) of this size; each is suspended once its first Job exists, so
     it contributes one execution (more if a second minute fires first; all are tracked)."""
+    bytes_per_second: int | None = None
+    """How fast its pods write (real containers) or how long they run (kwok); default the profile's
+    ``run_for_bytes_per_second``. On a real node a writer faster than its log's share of the shipper
+    loses what the kubelet rotates away before it is read."""
 
     @property
     def tasks(self) -> int:
@@ -100,6 +104,9 @@ class Profile:
     manifests: tuple[str, ...] = ()
     """Extra YAML files applied before the run (e.g. a TaskPool) and deleted after it."""
     run_for_bytes_per_second: int = 20 * 1024 * 1024
+    container_image: str = "busybox:1.36"
+    """Image of the writer containers on real nodes (sh, yes, head): busybox from a registry, or on
+    the devcluster's real node its local ``fabric-base:dev`` (``devcluster/images.sh``)."""
     """A kwok pod stays Running ``size / this`` seconds (at least ``min_run_seconds``), so logs are
     partly followed while the pod runs and partly read after it ended; a container (kind, real
     cluster) writes at about this rate."""
@@ -142,9 +149,14 @@ class Profile:
             return self.baseline_size
         return max(self.logs, key=lambda c: (c.tasks, -c.size)).size
 
+    def bytes_per_second(self, size: int) -> int:
+        """How fast the pods of the class of ``size`` write."""
+        rate = next((c.bytes_per_second for c in self.logs if c.size == size), None)
+        return rate or self.run_for_bytes_per_second
+
     def run_for(self, size: int) -> str:
         """Go duration for ``fabric.dev/kwok-run-for``."""
-        return f"{max(self.min_run_seconds, size / self.run_for_bytes_per_second):.1f}s"
+        return f"{max(self.min_run_seconds, size / self.bytes_per_second(size)):.1f}s"
 
 
 def from_mapping(doc: dict[str, Any]) -> Profile:
@@ -155,7 +167,9 @@ def from_mapping(doc: dict[str, Any]) -> Profile:
     if unknown:
         raise ValueError(f"unknown profile keys: {sorted(unknown)} (known: {sorted(known)})")
     logs = tuple(LogClass(size=parse_size(c["size"]), one_off=int(c.get("one_off", 0)),
-                          scheduled=int(c.get("scheduled", 0))) for c in doc.pop("logs"))
+                          scheduled=int(c.get("scheduled", 0)),
+                          bytes_per_second=parse_size(c["bytes_per_second"]) if c.get("bytes_per_second") else None)
+                 for c in doc.pop("logs"))
     if not logs or any(c.tasks <= 0 or c.size <= 0 for c in logs):
         raise ValueError("logs: every class needs a size > 0 and at least one Task")
     if len({c.size for c in logs}) != len(logs):

@@ -133,7 +133,8 @@ async def run(profile: Profile, opts: Options) -> dict[str, Any]:
                             "code": _code_version()}
     try:
         kind = opts.log_source if opts.log_source != "auto" else await detect(kube)
-        source = KwokLogs(workdir) if kind == "kwok" else ContainerLogs(profile.run_for_bytes_per_second)
+        source = (KwokLogs(workdir) if kind == "kwok"
+                  else ContainerLogs(profile.bytes_per_second, profile.container_image))
         meta["log_source"] = kind
         progress.say(f"run {run_id} on {kube.host} ({kind} logs), profile {profile.name}: {profile.tasks} Tasks, "
                      f"{profile.total_bytes / MiB:.0f} MiB of logs; workdir {workdir}")
