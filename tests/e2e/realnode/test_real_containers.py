@@ -52,7 +52,7 @@ async def pods_of_job(kube, namespace: str, job: str) -> list[dict]:
 
 async def test_a_200_mib_log_through_kubelet_rotations_ships_byte_identical(
         start_operator, kube, namespace, node_dir, tmp_path):
-    size, seed, rate = 200 * MB, 11, 4 * MB
+    size, seed, rate = 200 * MB, 11, 3 * MB
     want_size, want_sha = writer_expected(size, seed)
     log_dir = tmp_path / "logs"
     start_operator("--log-dir", str(log_dir))
