@@ -6,7 +6,6 @@ Helpers live in plain modules beside the tests (``fakeclock``, ``fakekube``, ``l
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import pytest
 from fakeclock import FakeClock
 from fakekube import FakeKube
 from gateway_harness import Gateway, Sections, merge_sections, start_gateway
-from pgserver import postgres_server  # noqa: F401 - the session's PostgreSQL server, for database_url
+from pgserver import create_database, drop_database, postgres_server  # noqa: F401 - postgres_server: the session's server
 
 
 @pytest.fixture
@@ -64,18 +63,6 @@ async def database_url(store_kind: str, tmp_path: Path, request: pytest.FixtureR
     if store_kind in ("sqlite", "s3"):
         yield f"sqlite:///{tmp_path}/db/tasks.db"
         return
-    import asyncpg
-
-    server = request.getfixturevalue("postgres_server")
-    name = "t_" + uuid.uuid4().hex[:16]
-    admin = await asyncpg.connect(server + "/postgres")
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
-    yield f"{server}/{name}"
-    admin = await asyncpg.connect(server + "/postgres")
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    url = await create_database(request.getfixturevalue("postgres_server"))
+    yield url
+    await drop_database(url)
