@@ -91,6 +91,10 @@ class FakePod:
     chunk: int = 997
     pace: float = 0.0
     """Seconds to pause after each write (a slow log)."""
+    current_file_from: int = 0
+    """A real kubelet's rotation: a request that does not follow (or starts after rotation) is
+    served ``recs[current_file_from:]`` only, the current file; an open follow keeps reading
+    the rotated files it had open."""
 
 
 class FakeLogApi:
@@ -149,7 +153,7 @@ class FakeLogApi:
         try:
             sent = 0
             while True:
-                body = render(pod.recs, since)
+                body = render(pod.recs if follow else pod.recs[pod.current_file_from:], since)
                 while sent < len(body):
                     piece = body[sent:sent + pod.chunk]
                     if limit is not None and sent + len(piece) >= limit:

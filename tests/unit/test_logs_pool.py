@@ -19,7 +19,7 @@ from fakeclock import FakeClock
 from logs_fakes import FakeLogApi, FakePod, Rec, content_of, follows, ts, until
 
 FAST = ShipOptions(chunk_bytes=4096, flush_seconds=0.05, backoff_base=0.01, backoff_max=0.05,
-                   follow_end_pause=0.05)
+                   follow_end_pause=0.05, drain_idle_seconds=0.0)
 
 
 def recs_for(i: int, n: int = 200) -> list[Rec]:

@@ -18,7 +18,7 @@ from controller.retry import AUTH_GRACE_SECONDS
 from logs_fakes import FakeGateway, FakeLogApi, FakePod, Rec, content_of, ts
 
 OPTIONS = ShipOptions(chunk_bytes=4096, flush_seconds=0.05, backoff_base=1.0, backoff_max=30.0,
-                      follow_end_pause=0.05)
+                      follow_end_pause=0.05, drain_idle_seconds=0.0)
 RECS = [Rec(ts(0, 1), b"one"), Rec(ts(0, 2), b"two")]
 
 

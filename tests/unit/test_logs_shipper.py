@@ -21,7 +21,9 @@ from fakeclock import FakeClock
 from logs_fakes import FakeGateway, FakeLogApi, FakePod, Rec, content_of, follows, split_line, ts, until
 
 FAST = ShipOptions(chunk_bytes=4096, flush_seconds=0.05, backoff_base=0.01, backoff_max=0.05,
-                   follow_end_pause=0.05)
+                   follow_end_pause=0.05, drain_idle_seconds=0.0)
+# drain_idle_seconds=0: a follow stops at terminal (kwok's, which never ends); the drain of a
+# real kubelet's follow has its own tests below.
 
 
 def sample(lines: int = 3000, seed: int = 1) -> list[Rec]:
@@ -134,6 +136,52 @@ async def test_lines_written_while_following_arrive_and_are_flushed_promptly(api
     outcome = await task
     assert isinstance(outcome, Stored) and outcome.verified
     assert len([r for r in api.requests if r["follow"] == "true"]) == 1
+
+
+def rotated_pod(recs: list[Rec]) -> FakePod:
+    """A real kubelet's container that wrote ``recs`` and rotated its log: a new request gets the
+    last 100 records only (the current file); an open follow still delivers all of them."""
+    return FakePod(recs, never_end=False, pace=0.002, current_file_from=len(recs) - 100)
+
+
+async def test_a_terminal_pods_follow_is_drained_not_cut(api, client, tmp_path):
+    """The pod ends while the follow lags: the rest is in rotated files only the open follow can
+    still read, so the follow is read until the kubelet ends it, and nothing is lost."""
+    recs = sample(3000)
+    pod = rotated_pod(recs)
+    api.pods[("ns", "p")] = pod
+    terminal = asyncio.Event()
+    sink = DirectorySink(tmp_path, fsync=False)
+    ship = shipper(client, drain_idle_seconds=30.0, catch_up_bytes=0)
+    task = asyncio.create_task(ship.ship("job-1", "ns", "p", None, sink, terminal))
+    await until(lambda: bool(follows(api)), "the shipper to follow the log")
+    pod.phase_done = True  # the container exited; its follow has most of the log still to send
+    terminal.set()
+    api.poke()
+    outcome = await task
+    assert isinstance(outcome, Stored)
+    assert sink.log_path("job-1").read_bytes() == content_of(recs)
+    # Known: the final read after the drained follow is served the current file only, so the
+    # shipper cannot match it against its own digest (outcome.verified is False); the stored
+    # bytes are whole. Finishing from the drained follow instead of a new request would fix it.
+
+
+async def test_a_follow_cut_at_terminal_loses_what_only_rotated_files_held(api, client, tmp_path):
+    """Why the drain: cut the follow at terminal (drain_idle_seconds=0, what the shipper did
+    before) and the final read gets the current file only; the log is sealed short."""
+    recs = sample(3000)
+    pod = rotated_pod(recs)
+    api.pods[("ns", "p")] = pod
+    terminal = asyncio.Event()
+    sink = DirectorySink(tmp_path, fsync=False)
+    task = asyncio.create_task(shipper(client, drain_idle_seconds=0.0, catch_up_bytes=0)
+                               .ship("job-1", "ns", "p", None, sink, terminal))
+    await until(lambda: bool(follows(api)), "the shipper to follow the log")
+    pod.phase_done = True
+    terminal.set()
+    api.poke()
+    await task
+    assert len(sink.log_path("job-1").read_bytes()) < len(content_of(recs))
 
 
 async def test_terminal_during_an_append_lets_the_append_finish(api, client, tmp_path):
