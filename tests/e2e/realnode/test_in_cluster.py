@@ -81,8 +81,11 @@ async def gateway_log_sha256(deployed: InCluster, execution: str) -> tuple[int, 
 
 
 async def stored_record(deployed: InCluster, execution: str) -> dict | None:
+    """The execution's record once its log is complete and it has finished (the log can be stored
+    a moment before the Job's completion is reported)."""
     record = await gateway_json(deployed, f"/v1/tasks/{execution}")
-    return record if record and record.get("logState") == "complete" else None
+    finished = record and record.get("status") in ("Succeeded", "Failed")
+    return record if finished and record.get("logState") == "complete" else None
 
 
 async def operator_pods(kube) -> list[dict]:

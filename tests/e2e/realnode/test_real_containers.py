@@ -67,8 +67,11 @@ async def test_a_200_mib_log_through_kubelet_rotations_ships_byte_identical(
         return rotated_files(node_dir, namespace, pod_name)
     await eventually(rotated, timeout=300, interval=1, message="the kubelet rotated the container's log")
 
-    done = await wait_execution(kube, namespace, "rotated", lambda e: (e.get("log") or {}).get("state") == "stored",
-                                timeout=900, message="log stored")
+    # The log can be stored a moment before the Job's completion reaches the status: wait for both.
+    done = await wait_execution(
+        kube, namespace, "rotated",
+        lambda e: (e.get("log") or {}).get("state") == "stored" and e["phase"] in ("Succeeded", "Failed"),
+        timeout=900, message="log stored and the run finished")
     stored = log_dir / "tasks" / execution / "log.txt"
     assert done["phase"] == "Succeeded" and done.get("exitCode", 0) == 0, done
     assert done["log"]["size"] == want_size == stored.stat().st_size
