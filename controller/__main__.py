@@ -90,6 +90,9 @@ def parse_args(argv: list[str]) -> Settings:
                    help="aggregate log bytes/s over all streams (0: unlimited)")
     p.add_argument("--log-release-after-seconds", type=float,
                    default=_env("log-release-after-seconds", d.logs.release_after_seconds))
+    p.add_argument("--log-handover-seconds", type=float,
+                   default=_env("log-handover-seconds", d.logs.handover_seconds),
+                   help="on shutdown, how long log streams go on for the next leader to take them over")
     p.add_argument("--keep-finished-jobs", default=_env("keep-finished-jobs", not d.logs.delete_finished_jobs),
                    action=argparse.BooleanOptionalAction,
                    help="keep Jobs after their log is stored (CronJob history limits still apply)")
@@ -130,7 +133,8 @@ def parse_args(argv: list[str]) -> Settings:
         logs=LogSettings(
             directory=a.log_dir, max_streams=a.log_max_streams, queue_size=a.log_queue_size,
             requests_per_second=a.log_requests_per_second, bytes_per_second=a.log_bytes_per_second or None,
-            release_after_seconds=a.log_release_after_seconds, delete_finished_jobs=not a.keep_finished_jobs,
+            release_after_seconds=a.log_release_after_seconds, handover_seconds=a.log_handover_seconds,
+            delete_finished_jobs=not a.keep_finished_jobs,
         ),
         log_level=a.log_level,
         log_format=a.log_format,

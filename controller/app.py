@@ -3,8 +3,11 @@ election. Owns every background task it starts and stops them in order (style #1
 
 1. SIGTERM/SIGINT (or lost leadership, after the elector has already cancelled the reconcile
    workers, see ``controller/leader.py``) sets ``stop``.
-2. The workqueue stops taking keys and in-flight reconciles get ``drain_seconds`` to finish.
-3. The Lease is released so a standby replica takes over at once.
+2. The workqueue stops taking keys and in-flight reconciles get ``drain_seconds`` to finish;
+   queued gateway records get half of it to go out.
+3. The Lease is released so a standby replica takes over at once, while log streams go on
+   following: each ends once the new leader has appended to its log, the rest after
+   ``logs.handover_seconds``. A pause in following is what lets a kubelet rotate lines away.
 4. Informers, the ops server and the HTTP client are closed.
 """
 
@@ -209,12 +212,13 @@ class Operator:
                 log.warning("in-flight reconciles did not finish in time; cancelling them")
             leading.cancel()
             await asyncio.gather(leading, return_exceptions=True)
-            # Streams stop where they are (the next leader resumes them from the sink); records
-            # already queued for the gateway get a moment to go out.
-            await self.logs.close(self.settings.reconcile.drain_seconds / 2)
+            # Records already queued for the gateway get a moment to go out, before the next
+            # leader's can. Log streams follow on meanwhile, and through the handover: the next
+            # leader resumes each from the sink, and this one's ends once that one has appended.
             if self.reporter is not None:
                 await self.reporter.close(self.settings.reconcile.drain_seconds / 2)
             await self.elector.release()
+            await self.logs.close(self.settings.logs.handover_seconds)
             try:
                 await asyncio.wait_for(self.events.flush(), 5)
             except asyncio.TimeoutError:

@@ -114,6 +114,11 @@ class LogSettings:
     bytes_per_second: float | None = None
     """Aggregate log bytes per second, all streams; None: unlimited."""
 
+    handover_seconds: float = 20.0
+    """On shutdown, after the Lease is released, log streams go on this long so the next leader
+    takes them over without a pause a log rotation could fall into; each ends as soon as the
+    next leader has appended to its log (``controller/logs/pool.py``)."""
+
     release_after_seconds: float = 3600.0
     """A finished pod's log finalizer is removed after this long even if its log could not be
     stored, so no pod is kept forever; the loss is recorded on the Task."""

@@ -21,7 +21,7 @@ The Kubernetes API is reached only through ``controller.kube.KubeClient``; the g
 through ``GatewaySink``'s HTTP calls.
 """
 
-from controller.logs.cursor import Cursor, LogDecoder, LogFormatError
+from controller.logs.cursor import Cursor, LogDecoder, LogFormatError, LogGap
 from controller.logs.errors import (
     ChecksumMismatch,
     LogLost,
@@ -54,6 +54,7 @@ __all__ = [
     "GatewaySink",
     "LogDecoder",
     "LogFormatError",
+    "LogGap",
     "LogLost",
     "LogMetrics",
     "LogShipperPool",

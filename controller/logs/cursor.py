@@ -37,6 +37,25 @@ microsecond before the last committed one, and re-send a committed one stamped a
 loss the API allows is a record logged after the cursor but stamped in an *earlier* second than
 ``ts``: no ``sinceTime`` can ask for it without re-reading the second it belongs to.
 
+Gaps
+----
+A kubelet serves a new request from the container's *current* log file only; the files it has
+rotated are read only by a follow that was already open when they rotated. So a resumed stream
+may begin after some or all of the committed records; the first record stamped *later* than
+``ts`` while records are still to be dropped shows it (committed records never are):
+
+- Records were dropped before it (the current file begins among the committed records): the
+  stream is contiguous from there, the rest of the committed records are simply not in it; stop
+  dropping, and this record is the first new one (its head may be stored: skip as usual). This
+  is the normal case of the last read after a drained follow.
+- None was dropped: the stream begins at or after the first uncommitted record. When no shipper
+  read the log for longer than the container took to fill a file (``containerLogMaxSize``,
+  10 MiB by default) the lines between are lost for good. The decoder raises ``LogGap`` before
+  emitting anything; the shipper reads again with ``after_gap=True`` (drop and skip nothing:
+  every record the stream holds is new) and reports the gap. (Had the rotation happened exactly
+  at the cursor, nothing was lost and the head of one line stored earlier is stored again:
+  without file offsets the two cannot be told apart, and a duplicate is the safe side.)
+
 The cursor only ever describes whole records. A record's content is emitted as it arrives (a
 10 MB line never sits in memory), so the stored log may hold more bytes than ``cursor.size``: the
 head of the record in progress, or whole records written by a crashed writer that never got to
@@ -80,6 +99,18 @@ _CURSOR_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z")
 
 class LogFormatError(ValueError):
     """The bytes are not a ``timestamps=true`` pod log (a record without its timestamp)."""
+
+
+class LogGap(Exception):
+    """A resumed stream does not hold the committed records: the lines between the cursor and
+    ``first`` (the stream's first new record's timestamp) were rotated away (module: "Gaps")."""
+
+    def __init__(self, cursor_ts: str, first: str) -> None:
+        self.cursor_ts = cursor_ts
+        self.first = first
+        super().__init__(f"the log resumed at a record stamped {first}, after the last stored one "
+                         f"({cursor_ts}), without re-reading the stored ones: the lines between "
+                         "were rotated away before they could be read")
 
 
 @dataclass(frozen=True)
@@ -173,8 +204,12 @@ class LogDecoder:
         stored: int | None = None,
         *,
         split_size: int | None = SPLIT_SIZE,
+        after_gap: bool = False,
     ) -> None:
         """``stored``: content bytes already held past the start (default: ``cursor.size``).
+        ``after_gap``: this stream is known not to hold the committed records (a ``LogGap`` was
+        raised for the same cursor): every record in it is new and goes after the ``stored``
+        bytes.
 
         Raises ``ValueError`` when ``stored < cursor.size`` (the store lost committed bytes).
         """
@@ -197,10 +232,14 @@ class LogDecoder:
         self._pos = base
         self._to_drop = cursor.count if cursor else 0  # records of the stream already committed
         self._to_skip = stored - base  # content bytes after them that are already stored
+        if after_gap:
+            self._to_drop = self._to_skip = 0
+            self._pos = self._size = stored
         self._state = _HEAD
         self._held = bytearray()  # a prefix (or a probed prefix) split across chunks
         self._ts: bytes = b""  # the current record's timestamp (normalised)
         self._dropping = False  # the current record is one of the _to_drop ones
+        self._dropped = 0  # records dropped so far (module: "Gaps")
         self._piece_len = 0  # content bytes of the current piece seen so far
         self._probe = split_size  # when _piece_len reaches this, probe for a piece prefix
         self._first = True  # nothing decoded yet (a fragment may only come first)
@@ -389,7 +428,16 @@ class LogDecoder:
         self._piece_len = 0
         self._probe = self._split
         if self._to_drop:
+            if self._max_ts is not None and self._ts > self._max_ts:
+                # Not a committed record (they are never later than the cursor; dropping keeps
+                # _max_ts): the rest of them are not in this stream (module: "Gaps").
+                if not self._dropped:
+                    raise LogGap(self._max_ts.decode(), self._ts.decode())
+                self._to_drop = 0
+                self._dropping = False
+                return
             self._to_drop -= 1
+            self._dropped += 1
             self._dropping = True
         else:
             self._dropping = False

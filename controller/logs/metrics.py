@@ -35,6 +35,11 @@ class LogMetrics:
             "Log streams resumed from the sink's cursor after an error",
             registry=registry,
         )
+        self.gaps = Counter(
+            "fabric_log_gaps_total",
+            "Places where a stored log misses lines the kubelet rotated away before they were read",
+            registry=registry,
+        )
         self.failures = Counter(
             "fabric_log_failures_total",
             "Log ships that ended without a stored log, by reason (lost logs included)",

@@ -12,8 +12,10 @@ pool calls ``on_done(execution, outcome)`` (``Stored`` | ``Lost`` | ``Failed`` |
   ``False``). Once its ship ended, a new submit ships again: a stored log answers ``Stored`` at
   once from the sink, so re-submitting after a restart is cheap and safe.
 - Lifecycle: ``run()`` is the owned task that runs the workers; ``close(drain_seconds)`` refuses
-  new submits, lets running ships finish for up to ``drain_seconds``, then cancels them (they
-  resume from the sink next time) and returns when ``run()`` has. Queued executions that never
+  new submits, lets running ships go on for up to ``drain_seconds`` (they keep following, so a
+  log that rotates meanwhile loses nothing, and each ends as soon as another shipper, the next
+  leader's, has appended to its log: ``HandedOver``, reported to no one), then cancels the rest
+  (they resume from the sink next time) and returns when ``run()`` has. Queued executions that never
   started are dropped without ``on_done``: the level-triggered reconciler submits them again.
 
 Runs on one event loop; ``_jobs``/``_active`` change only between awaits, so no locks.
@@ -34,6 +36,7 @@ from controller.logs.cursor import Cursor
 from controller.logs.metrics import LogMetrics
 from controller.logs.shipper import (
     Failed,
+    HandedOver,
     Lost,
     Outcome,
     ShipOptions,
@@ -165,6 +168,7 @@ class LogShipperPool:
         """Stop taking work, give running ships ``drain_seconds``, cancel the rest."""
         self._closing = True
         self._draining.set()
+        self.shipper.handing_over.set()
         if self._active and drain_seconds > 0:
             busy = [w for w in self._workers if not w.done()]
             sleeper = asyncio.ensure_future(self._clock.sleep(drain_seconds))
@@ -215,6 +219,8 @@ class LogShipperPool:
                                               self.sink, job.terminal)
         except asyncio.CancelledError:
             raise
+        except HandedOver:
+            return  # the shipper that took it over reports the outcome (finally: forgotten here)
         except Exception as exc:  # a bug, not a log problem: report it as a failure all the same
             log.exception("log shipper crashed", execution=execution)
             outcome = Failed("internal", repr(exc))
@@ -247,6 +253,10 @@ class LogShipperPool:
     def resumed(self, execution: str, error: BaseException) -> None:
         if self._metrics is not None:
             self._metrics.resumes.inc()
+
+    def gapped(self, execution: str) -> None:
+        if self._metrics is not None:
+            self._metrics.gaps.inc()
 
     def _lag(self) -> float:
         stamps = [ts for ts in list(self._active.values()) if ts is not None]

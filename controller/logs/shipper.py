@@ -18,6 +18,17 @@ stored (or found lost, or failed for good) and returns the ``Outcome``:
 3. Then one non-follow read from the cursor delivers the remainder, including an unterminated
    last line, and ``finalize`` seals the log with its size and sha256.
 
+Gaps: a resume can only read the kubelet's current log file. When the stream was not read for
+longer than the container took to fill a rotated file (a crashed operator, a long outage), the
+lines between are gone; the decoder notices (``controller.logs.cursor``, "Gaps"), the shipper
+stores what follows and the outcome says how many gaps the log has (``Stored.gaps``, the
+``fabric_log_gaps_total`` metric): never silently, never by dropping the new lines.
+
+Handover: while the pool closes (``Shipper.handing_over`` set: the operator shuts down and has
+released its Lease), streams keep following so a rotation during the handover loses nothing; a
+stream ends (``HandedOver``, no outcome) as soon as another shipper, the next leader's, has
+appended to the same log, i.e. the sink holds more than this stream last stored.
+
 A container the runtime keeps no log for (kwok's 400 "no logs found for container", when no
 ``ClusterLogs`` names a file) reads as empty, as a real kubelet's 200 with an empty body does: a
 pod that never wrote a line is stored as an empty log, sealed at size 0, not failed.
@@ -59,7 +70,7 @@ from controller.clock import Clock
 from controller.kube import KubeClient, KubeStream
 from controller.kube.errors import ApiError, Forbidden, NotFound, Unauthorized
 from controller.kube.resources import PODS
-from controller.logs.cursor import Cursor, LogDecoder, LogFormatError
+from controller.logs.cursor import Cursor, LogDecoder, LogFormatError, LogGap
 from controller.logs.errors import (
     ChecksumMismatch,
     LogLost,
@@ -86,6 +97,8 @@ class Stored:
     sha256: str
     verified: bool
     """The shipper's own digest of every byte matched the sink's (False: the sink's alone)."""
+    gaps: int = 0
+    """Places where lines were rotated away before they could be read (module: "Gaps")."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +124,11 @@ class Retained:
 
 
 Outcome = Stored | Lost | Failed | Retained
+
+
+class HandedOver(Exception):
+    """The pool is closing and another shipper appended to this log: it ships it from here
+    (module: "Handover"). Not an outcome: nothing is reported, the new shipper reports."""
 
 
 def outcome_kind(outcome: Outcome) -> str:
@@ -158,12 +176,17 @@ class ShipObserver(Protocol):
 
     def resumed(self, execution: str, error: BaseException) -> None: ...
 
+    def gapped(self, execution: str) -> None: ...
+
 
 class _NoObserver:
     def appended(self, execution: str, size: int, lines: int, cursor: Cursor | None) -> None:
         pass
 
     def resumed(self, execution: str, error: BaseException) -> None:
+        pass
+
+    def gapped(self, execution: str) -> None:
         pass
 
 
@@ -194,6 +217,8 @@ class Shipper:
         self.options = options
         self._observer = observer
         self._rng = rng
+        self.handing_over = asyncio.Event()
+        """Set when the pool closes: a stream another shipper has taken over ends (module)."""
 
     async def ship(
         self,
@@ -257,6 +282,7 @@ class _Stream:
                                shipper._clock, rng=shipper._rng)
         self._ended_by_terminal = False  # the last follow stopped because terminal was set
         self._said_no_log = False  # "the runtime has no log" was logged (once per ship)
+        self.gaps = 0  # LogGap met and stored past (module: "Gaps")
 
     async def run_with_retries(self) -> Outcome:
         """Attempts until one ends; an error whose verdict says stop is raised to ``ship``."""
@@ -264,6 +290,10 @@ class _Stream:
             try:
                 return await self.run()
             except Exception as exc:
+                if isinstance(exc, OffsetMismatch) and exc.size > self.stored and self.s.handing_over.is_set():
+                    log.info("log stream handed over to another shipper", execution=self.execution,
+                             stored=self.stored, sink=exc.size)
+                    raise HandedOver(self.execution) from exc
                 wait = self.backoff.next(verdict_of(exc))
                 if wait is None:
                     raise
@@ -298,8 +328,8 @@ class _Stream:
         digest = self.hasher.hexdigest() if self.hasher is not None else None
         sealed = await self.sink.finalize(self.execution, self.stored, digest)
         log.info("log stored", execution=self.execution, size=self.stored, sha256=sealed,
-                 verified=digest is not None, attempts=self.attempts)
-        return Stored(self.stored, sealed, verified=digest is not None)
+                 verified=digest is not None, attempts=self.attempts, gaps=self.gaps)
+        return Stored(self.stored, sealed, verified=digest is not None, gaps=self.gaps)
 
     async def _state(self) -> SinkState:
         state = await self.sink.state(self.execution)
@@ -326,10 +356,24 @@ class _Stream:
 
     async def _read(self, state: SinkState, *, mode: int) -> None:
         """One request from the sink's state: follow it until terminal/idle/end (``_FOLLOW``),
-        read what there is (``_CATCH_UP``), or read the rest and close the log (``_FINAL``)."""
+        read what there is (``_CATCH_UP``), or read the rest and close the log (``_FINAL``).
+        A stream that no longer holds the stored lines is read again past the gap."""
+        try:
+            await self._read_once(state, mode=mode, after_gap=False)
+        except LogGap as gap:
+            # Raised before the decoder emitted a byte: nothing of this request was appended.
+            self.gaps += 1
+            self.hasher = None  # the sealed digest is the sink's; the shipper's cannot cover a gap
+            self.s._observer.gapped(self.execution)
+            log.warning("log lines lost: rotated away before they could be read; storing what "
+                        "follows", execution=self.execution, stored=state.size, last_stored=gap.cursor_ts,
+                        resumed_at=gap.first)
+            await self._read_once(state, mode=mode, after_gap=True)
+
+    async def _read_once(self, state: SinkState, *, mode: int, after_gap: bool) -> None:
         self._ended_by_terminal = False
         start = self.hashed if self.hasher is not None else state.size
-        decoder = LogDecoder(state.cursor, start, split_size=self.o.split_size)
+        decoder = LogDecoder(state.cursor, start, split_size=self.o.split_size, after_gap=after_gap)
         batch = _Batch(self, decoder, offset=state.size, rehash=state.size - start)
         follow = mode == _FOLLOW
         params = {

@@ -17,7 +17,7 @@ Modules, lowest first:
 - ``names``     Task name rules, ``execution_name`` (``<task>-<epoch minutes>``).
 - ``schedule``  Kubernetes cron: validation, time zones, next run times (DST-exact), descriptions.
 - ``spec``      ``parse_task(obj) -> TaskSpec``.
-- ``children``  Task -> Job / CronJob manifests, and ``cronjob_spec_differs``.
+- ``children``  Task -> Job / CronJob manifests, ``cronjob_spec_differs`` and ``cronjob_update``.
 - ``outcome``   a finished container's termination message -> invoke outcome or bounded text.
 - ``status``    Jobs + Pods + CronJob -> Task status, execution phases.
 - ``records``   Task status -> the gateway's task and execution records.

@@ -231,6 +231,25 @@ def _template_hash(cronjob: dict[str, Any]) -> str | None:
     return ((template.get("metadata") or {}).get("annotations") or {}).get(L.ANNOTATION_SPEC_HASH)
 
 
+def cronjob_update(existing: dict[str, Any], desired: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch (RFC 6902) that makes the live CronJob ``desired``: the job template is
+    replaced whole (a merge patch would keep labels, annotations and map entries the Task no
+    longer has), each owned scheduling field is set or removed, and the CronJob's labels are the
+    live ones with the operator's on top (other controllers may label it too)."""
+    have = existing.get("spec") or {}
+    want = desired.get("spec") or {}
+    ops: list[dict[str, Any]] = []
+    for key in _OWNED_CRONJOB_FIELDS:
+        if key in want:
+            ops.append({"op": "add", "path": f"/spec/{key}", "value": want[key]})
+        elif key in have:
+            ops.append({"op": "remove", "path": f"/spec/{key}"})
+    ops.append({"op": "replace", "path": "/spec/jobTemplate", "value": want["jobTemplate"]})
+    labels = {**(existing["metadata"].get("labels") or {}), **(desired["metadata"].get("labels") or {})}
+    ops.append({"op": "add", "path": "/metadata/labels", "value": labels})
+    return ops
+
+
 def cronjob_spec_differs(existing: dict[str, Any], desired: dict[str, Any]) -> bool:
     """Whether the live CronJob must be updated to ``desired`` (from ``cronjob_for_task``).
 

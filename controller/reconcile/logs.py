@@ -61,6 +61,8 @@ def log_entry(outcome: Outcome) -> dict:
     entry: dict = {"state": outcome_kind(outcome)}
     if isinstance(outcome, Stored):
         entry.update(size=outcome.size, sha256=outcome.sha256)
+        if outcome.gaps:
+            entry["gaps"] = outcome.gaps  # lines rotated away before they could be read
     elif isinstance(outcome, Lost):
         entry.update(size=outcome.size, reason=outcome.reason)
     elif not isinstance(outcome, Retained):

@@ -23,7 +23,7 @@ from controller.informer import Store
 from controller.kube import AlreadyExists, Forbidden, Invalid, KubeClient, NotFound
 from controller.kube.resources import CRONJOBS, JOBS, TASKS
 from controller.model.admission import POOL_NOT_FOUND
-from controller.model.children import cronjob_for_task, cronjob_spec_differs, job_for_task
+from controller.model.children import cronjob_for_task, cronjob_spec_differs, cronjob_update, job_for_task
 from controller.model.labels import LABEL_TASK
 from controller.model.spec import InvalidTask, TaskSpec, parse_task
 from controller.model.records import execution_record, record_sequence, task_record
@@ -181,8 +181,8 @@ class TaskReconciler:
                                 f"Created CronJob {name} with schedule {spec.schedule!r}")
             return True
         if cronjob_spec_differs(existing, desired):
-            patch = {"metadata": {"labels": desired["metadata"].get("labels", {})}, "spec": desired["spec"]}
-            await self._client.patch(CRONJOBS, name, patch, namespace=namespace)
+            await self._client.patch(CRONJOBS, name, cronjob_update(existing, desired), namespace=namespace,
+                                     patch_type="json")
             bound.info("updated cronjob", cronjob=name, schedule=spec.schedule, suspend=spec.suspend)
             what = "Suspended" if spec.suspend and not existing["spec"].get("suspend") else "Updated"
             self._events.record(task, NORMAL, f"{what}CronJob", f"{what} CronJob {name}")

@@ -121,17 +121,23 @@ async def test_suspend_pauses_the_cronjob_and_resume_restarts_it(operator, kube,
 
 
 async def test_changing_the_schedule_updates_the_cronjob(operator, kube, namespace):
-    await create_task(kube, namespace, task_manifest("retimed", schedule="0 * * * *"))
+    manifest = task_manifest("retimed", schedule="0 * * * *")
+    manifest["spec"]["template"]["metadata"]["labels"].update({"team": "a", "tier": "gold"})
+    await create_task(kube, namespace, manifest)
     await wait_phase(kube, namespace, "retimed", "Active", timeout=30)
 
-    await kube.patch(TASKS, "retimed", {"spec": {"schedule": "30 2 * * *", "timeZone": "Europe/Paris"}},
+    # A merge patch of the Task: a label removed from its pod template must leave the CronJob's.
+    await kube.patch(TASKS, "retimed", {"spec": {"schedule": "30 2 * * *", "timeZone": "Europe/Paris",
+                                                 "template": {"metadata": {"labels": {"tier": None}}}}},
                      namespace=namespace)
 
     async def updated():
         cj = await cronjob(kube, namespace, "retimed")
         return cj if cj["spec"]["schedule"] == "30 2 * * *" and cj["spec"].get("timeZone") == "Europe/Paris" else None
 
-    await eventually(updated, timeout=30, message="cronjob schedule updated")
+    cj = await eventually(updated, timeout=30, message="cronjob schedule updated")
+    pod_labels = cj["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels["team"] == "a" and "tier" not in pod_labels
 
 
 async def test_deleting_a_task_removes_its_cronjob_and_jobs(operator, kube, namespace):

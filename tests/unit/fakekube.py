@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 from controller.informer import Store
 from controller.kube import AlreadyExists, Conflict, NotFound, Resource
+from controller.kube.errors import Invalid
 
 Key = tuple[str, str | None, str]  # (plural, namespace, name)
 
@@ -58,6 +59,24 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
             _merge(target[field], value)
         else:
             target[field] = copy.deepcopy(value)
+
+
+def _json_patch(target: dict[str, Any], ops: list[dict[str, Any]]) -> None:
+    """RFC 6902 JSON patch, in place: ``add``, ``replace`` and ``remove`` on object members (what
+    the operator sends); a missing member for ``replace``/``remove`` is a 422, as the API server's."""
+    for op in ops:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node = target
+        for part in parents:
+            node = node[part]
+        if op["op"] in ("replace", "remove") and last not in node:
+            raise Invalid(422, "Invalid", f"json patch {op['op']} of a missing member {op['path']}")
+        if op["op"] == "remove":
+            del node[last]
+        elif op["op"] in ("add", "replace"):
+            node[last] = copy.deepcopy(op["value"])
+        else:
+            raise ValueError(f"fakekube does not do JSON patch op {op['op']!r}")
 
 
 class FakeKube:
@@ -205,13 +224,17 @@ class FakeKube:
         self._store(res, (res.plural, namespace, name), updated, "MODIFIED")
         return copy.deepcopy(updated)
 
-    async def patch(self, res: Resource, name: str, patch: dict[str, Any], namespace: str | None = None,
-                    subresource: str | None = None, **_: Any) -> dict[str, Any]:
+    async def patch(self, res: Resource, name: str, patch: dict[str, Any] | list[dict[str, Any]],
+                    namespace: str | None = None, subresource: str | None = None, patch_type: str = "merge",
+                    **_: Any) -> dict[str, Any]:
         self._enter("patch", res, namespace, name, patch, subresource)
         current = self._existing(res, namespace, name)
-        self._check_version(res, name, (patch.get("metadata") or {}).get("resourceVersion"), current)
         updated = copy.deepcopy(current)
-        _merge(updated, {k: v for k, v in patch.items() if subresource != "status" or k == "status"})
+        if patch_type == "json":
+            _json_patch(updated, patch)
+        else:
+            self._check_version(res, name, (patch.get("metadata") or {}).get("resourceVersion"), current)
+            _merge(updated, {k: v for k, v in patch.items() if subresource != "status" or k == "status"})
         updated["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         if updated.get("spec") != current.get("spec"):
             updated["metadata"]["generation"] = current["metadata"].get("generation", 1) + 1

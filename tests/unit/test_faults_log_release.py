@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from controller.logs import Stored
-from controller.reconcile.logs import FINALIZER, RELEASED_UNSTORED, LogCoordinator
+from controller.reconcile.logs import FINALIZER, RELEASED_UNSTORED, LogCoordinator, log_entry
 from controller.settings import LogSettings
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
@@ -78,3 +78,12 @@ async def test_past_the_limit_the_pod_is_released_and_the_loss_recorded():
     later = {"executions": [{"name": "t-1", "phase": "Succeeded", "log": written["executions"][0]["log"]}]}
     logs.merge_into(later)
     assert later["executions"][0]["log"]["state"] == "stored"
+
+
+def test_a_stored_log_with_gaps_says_so_on_the_status():
+    """Lines the kubelet rotated away before they were read (controller/logs/cursor.py, "Gaps")
+    stay visible on the execution's log entry; a whole log carries no ``gaps`` member."""
+    whole = log_entry(Stored(10, "ab" * 32, verified=True))
+    gapped = log_entry(Stored(10, "ab" * 32, verified=False, gaps=2))
+    assert whole == {"state": "stored", "size": 10, "sha256": "ab" * 32}
+    assert gapped == {**whole, "gaps": 2}

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from controller.logs.cursor import Cursor, LogDecoder, LogFormatError, normalize_timestamp
+from controller.logs.cursor import Cursor, LogDecoder, LogFormatError, LogGap, normalize_timestamp
 from logs_fakes import Rec, content_of, render, split_line, ts
 
 
@@ -250,3 +250,61 @@ def test_normalize_timestamp():
     assert normalize_timestamp(b"2025-06-01T00:30:00-01:00") == b"2025-06-01T01:30:00.000000000Z"
     with pytest.raises(ValueError):
         normalize_timestamp(b"yesterday")
+
+
+# -- gaps: a resume served the current file only (controller/logs/cursor.py, "Gaps") ----------
+
+ROTATING = [Rec(ts(s, n * 1000), b"s%d line %d" % (s, n)) for s in range(4) for n in range(5)]
+
+
+def committed_through(recs: list[Rec], count: int) -> tuple[bytes, Cursor]:
+    decoder = LogDecoder()
+    stored = decoder.feed(render(recs[:count]))
+    assert decoder.cursor is not None
+    return stored, decoder.cursor
+
+
+@pytest.mark.parametrize("current_from", range(8, 13))
+def test_a_current_file_that_begins_among_the_committed_records_is_contiguous(current_from):
+    """Committed through record 12 (second 2 holds records 10-14); the kubelet rotated at
+    ``current_from``, inside second 2 or before it: the rest of the committed records are simply
+    not served, the next new record is, and nothing is lost or doubled."""
+    stored, cursor = committed_through(ROTATING, 13)
+    decoder = LogDecoder(cursor, len(stored))
+    out = decoder.feed(render(ROTATING[current_from:], cursor.since_time)) + decoder.finish()
+    assert stored + out == content_of(ROTATING)
+
+
+def test_a_current_file_that_begins_after_the_committed_records_is_a_gap():
+    stored, cursor = committed_through(ROTATING, 12)
+    served = render(ROTATING[15:], cursor.since_time)  # records 12-14 were rotated away
+    with pytest.raises(LogGap) as raised:
+        LogDecoder(cursor, len(stored)).feed(served)
+    assert raised.value.cursor_ts == ROTATING[11].ts and raised.value.first == ROTATING[15].ts
+    # Read again knowing it: every record served is new; none of them is dropped.
+    after = LogDecoder(cursor, len(stored), after_gap=True)
+    out = after.feed(served) + after.finish()
+    assert out == content_of(ROTATING[15:])
+    assert after.cursor == Cursor(ROTATING[-1].ts, 5, len(stored) + len(out))
+
+
+def test_after_a_gap_the_stored_head_of_a_line_is_kept_and_nothing_new_is_skipped():
+    """The sink holds the head of record 12 past the cursor; the current file begins later: the
+    head stays where it is, and the new records all follow it (positions count from the sink's
+    size)."""
+    stored, cursor = committed_through(ROTATING, 12)
+    head = content_of(ROTATING[12:13])[:4]
+    served = render(ROTATING[16:], cursor.since_time)
+    with pytest.raises(LogGap):
+        LogDecoder(cursor, len(stored) + len(head)).feed(served)
+    after = LogDecoder(cursor, len(stored) + len(head), after_gap=True)
+    out = after.feed(served)
+    assert out == content_of(ROTATING[16:])
+    assert after.position == len(stored) + len(head) + len(out)
+
+
+def test_the_same_second_resumed_in_full_is_not_a_gap():
+    stored, cursor = committed_through(ROTATING, 12)
+    decoder = LogDecoder(cursor, len(stored))
+    out = decoder.feed(render(ROTATING, cursor.since_time)) + decoder.finish()
+    assert stored + out == content_of(ROTATING)

@@ -5,6 +5,7 @@ the pod log endpoint (``logs_fakes.FakeLogApi``), which counts the streams it ha
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -228,3 +229,52 @@ async def test_a_failing_on_done_does_not_stop_the_pool(api, client, tmp_path):
     assert seen == ["job-0", "job-1"]
     await pool.close()
     await runner
+
+
+async def test_closing_hands_each_stream_over_to_the_next_leaders_pool(api, client, tmp_path):
+    """Shutdown: the closing pool's stream follows on through the drain (a pause is what lets a
+    kubelet rotate lines away), and ends as soon as the next leader's pool has appended to the
+    same log: no outcome from the old one, the whole log from the new one, the drain not waited
+    out."""
+    recs = recs_for(0, 150)
+    pod = FakePod(recs[:100])
+    api.pods[("ns", "pod-0")] = pod
+    old_done, new_done, clock = Done(), Done(), FakeClock()
+    # Flushes a partial batch on its clock's ticks only (1 s: exact in floating point).
+    old = make_pool(client, tmp_path, old_done, clock=clock, options=replace(FAST, flush_seconds=1.0))
+    old_runner = asyncio.create_task(old.run())
+    await old.submit("job-0", "ns", "pod-0", None, asyncio.Event())
+    await until(lambda: len(follows(api)) == 1, "the old pool to follow the log")
+    assert (await old.sink.state("job-0")).size == len(content_of(recs[:100]))
+    drain_ends = clock.monotonic() + 30
+    closing = asyncio.create_task(old.close(drain_seconds=30))
+    await until(lambda: drain_ends in clock.deadlines, "the drain to wait on the clock")
+
+    new = make_pool(client, tmp_path, new_done)
+    new_runner = asyncio.create_task(new.run())
+    terminal = asyncio.Event()
+    await new.submit("job-0", "ns", "pod-0", None, terminal)
+    await until(lambda: len(follows(api)) == 2, "the new pool to follow the same log")
+    pod.recs.extend(recs[100:])
+    api.poke()
+    stored = len(content_of(recs))
+    for _ in range(500):
+        if (await new.sink.state("job-0")).size == stored:
+            break
+        await asyncio.sleep(0.01)
+    assert (await new.sink.state("job-0")).size == stored, "the new pool stored the new lines"
+    assert not closing.done(), "the old stream still follows: nothing told it yet"
+    await clock.advance(1.0)  # the old stream appends what it holds, and finds it taken
+    await asyncio.wait_for(closing, 5)
+    await asyncio.wait_for(old_runner, 5)
+    assert clock.monotonic() < drain_ends and old_done.outcomes == {}
+
+    pod.phase_done = True
+    terminal.set()
+    api.poke()
+    await new_done.wait_for(1)
+    outcome = new_done.outcomes["job-0"]
+    assert isinstance(outcome, Stored) and outcome.size == stored and outcome.gaps == 0
+    assert (tmp_path / "tasks" / "job-0" / "log.txt").read_bytes() == content_of(recs)
+    await new.close()
+    await new_runner

@@ -161,9 +161,9 @@ async def test_a_terminal_pods_follow_is_drained_not_cut(api, client, tmp_path):
     outcome = await task
     assert isinstance(outcome, Stored)
     assert sink.log_path("job-1").read_bytes() == content_of(recs)
-    # Known: the final read after the drained follow is served the current file only, so the
-    # shipper cannot match it against its own digest (outcome.verified is False); the stored
-    # bytes are whole. Finishing from the drained follow instead of a new request would fix it.
+    # The final read is served the current file only, which begins among the records already
+    # stored: it is recognised as contiguous (no gap), so the shipper's own digest holds.
+    assert outcome.verified and outcome.gaps == 0
 
 
 async def test_a_follow_cut_at_terminal_loses_what_only_rotated_files_held(api, client, tmp_path):
@@ -484,3 +484,28 @@ async def test_ship_into_the_real_gateway(api, client, tmp_path):
     assert outcome == Stored(len(expected), hashlib.sha256(expected).hexdigest(), verified=True)
     assert state.complete and state.size == len(expected)
     assert (tmp_path / "blobs" / "tasks" / "job-1" / "log.txt").read_bytes() == expected
+
+
+async def test_a_resume_after_the_kubelet_rotated_past_the_stored_lines_reports_the_gap(api, client, tmp_path):
+    """An earlier process stored the first 1,000 records and stopped; meanwhile the kubelet
+    rotated, and a new request is served from record 1,500 on. The records between are gone:
+    the shipper stores everything served after what it has (dropping none of it as "already
+    stored"), and the outcome says the log has a gap."""
+    recs = sample(3000)
+    first = FakePod(recs[:1000], never_end=False, phase_done=True)
+    api.pods[("ns", "p")] = first
+    sink = DirectorySink(tmp_path, fsync=False)
+    done = asyncio.Event()
+    done.set()
+    earlier = asyncio.create_task(shipper(client, catch_up_bytes=0).ship("job-1", "ns", "p", None, sink,
+                                                                          asyncio.Event()))
+    head = content_of(recs[:1000])
+    await until(lambda: sink.log_path("job-1").exists() and sink.log_path("job-1").stat().st_size == len(head),
+                "the earlier process to store the first records")
+    earlier.cancel()
+    await asyncio.gather(earlier, return_exceptions=True)
+
+    api.pods[("ns", "p")] = FakePod(recs, never_end=False, phase_done=True, current_file_from=1500)
+    outcome = await shipper(client).ship("job-1", "ns", "p", None, sink, done)
+    assert isinstance(outcome, Stored) and outcome.gaps == 1 and not outcome.verified
+    assert sink.log_path("job-1").read_bytes() == head + content_of(recs[1500:])

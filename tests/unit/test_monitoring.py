@@ -194,7 +194,7 @@ def test_the_rule_covers_what_the_issue_asks():
     assert names == {
         "FabricTaskOperatorDown", "FabricTaskReconcileErrors", "FabricTaskWorkqueueDepth",
         "FabricTaskWorkqueueLatency", "FabricTaskWorkerStuck", "FabricTaskMissedSchedules",
-        "FabricTaskFailureRatio", "FabricTaskLogShippingFailures", "FabricTaskLogsLost",
+        "FabricTaskFailureRatio", "FabricTaskLogShippingFailures", "FabricTaskLogsLost", "FabricTaskLogGaps",
         "FabricTaskLogShippingLag", "FabricTaskGatewayDown", "FabricTaskGateway5xx",
         "FabricTaskRecordsPending", "FabricTaskRecordsRejected",
     }

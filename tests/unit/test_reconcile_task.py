@@ -186,6 +186,27 @@ async def test_a_scheduled_task_gets_a_cronjob_that_follows_its_spec(world: Worl
     assert await world.reasons() == ["CreatedCronJob", "UpdatedCronJob", "SuspendedCronJob"]
 
 
+async def test_what_the_task_drops_from_its_pod_template_leaves_the_cronjob_too(world: World) -> None:
+    """The CronJob's job template is replaced whole, not merged: a label, an annotation or a
+    resource limit removed from the Task is gone from the pods its schedule makes."""
+    template = {"image": "busybox", "command": ["true"], "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                "metadata": {"labels": {"team": "a", "tier": "gold"}, "annotations": {"note": "x"}}}
+    await world.kube.create(TASKS, manifest("cron", schedule="@hourly", template=template), namespace=NS)
+    await world.settle("cron")
+    current = world.task("cron")
+    smaller = {"image": "busybox", "command": ["true"], "resources": {"limits": {"cpu": "1"}},
+               "metadata": {"labels": {"team": "a"}}}
+    await world.kube.replace(TASKS, "cron", {**current, "spec": {**current["spec"], "template": smaller}},
+                             namespace=NS)
+    await world.settle("cron")
+    pod = world.kube.objects[(CRONJOBS.plural, NS, "cron")]["spec"]["jobTemplate"]["spec"]["template"]
+    assert pod["metadata"]["labels"]["team"] == "a" and "tier" not in pod["metadata"]["labels"]
+    assert "note" not in (pod["metadata"].get("annotations") or {})
+    assert [c["resources"] for c in pod["spec"]["containers"]] == [{"limits": {"cpu": "1"}}]
+    [update] = [w for w in world.kube.writes if w.verb == "patch" and w.plural == CRONJOBS.plural]
+    assert {"op": "replace", "path": "/spec/jobTemplate"}.items() <= update.body[-2].items()
+
+
 # -- a schedule removed ---------------------------------------------------------------------------------
 
 
