@@ -218,7 +218,11 @@ class Operator:
             if self.reporter is not None:
                 await self.reporter.close(self.settings.reconcile.drain_seconds / 2)
             await self.elector.release()
-            await self.logs.close(self.settings.logs.handover_seconds)
+            # Without leader election no other replica takes over: the streams get what they
+            # had before the handover existed, and the next start resumes them from the sink.
+            handover = (self.settings.logs.handover_seconds if self.settings.leader_election.enabled
+                        else self.settings.reconcile.drain_seconds / 2)
+            await self.logs.close(handover)
             try:
                 await asyncio.wait_for(self.events.flush(), 5)
             except asyncio.TimeoutError:

@@ -398,7 +398,7 @@ async def test_a_silent_watch_is_cancelled_by_the_watchdog_and_reopened(
         await until(lambda: informer.last_sync_resource_version == "11")
         await parked(clock, at_least=SILENCE, at_most=SILENCE)
         clock.advance(SILENCE - 1)
-        await asyncio.sleep(0.05)
+        assert await parked(clock, at_least=1, at_most=1) == 1, "the watchdog waits on, 1 s to go"
         assert len(api.requests("watch")) == 1, "not silent long enough yet"
         clock.advance(1)
         rewatch = await api.until("watch", 2)

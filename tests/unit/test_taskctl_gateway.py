@@ -19,7 +19,6 @@ import os
 import pty
 import re
 import select
-import socket
 import struct
 import subprocess
 import termios
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from report_support import free_port
 from taskctl_support import BIN, TOKEN, GatewayThread, env_for, run
 import yaml
 
@@ -115,12 +115,6 @@ def check_golden(name: str, text: str) -> None:
         if os.environ.get("TASKCTL_UPDATE_GOLDEN") != "1":
             pytest.fail(f"golden file {path} did not exist; written, check it and rerun")
     assert text == path.read_text(), f"output differs from {path} (TASKCTL_UPDATE_GOLDEN=1 rewrites it)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- list ---------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ select."""
 from __future__ import annotations
 
 import hashlib
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 
 from cluster import REPO, kubectl
 from controller.kube.resources import PODS, Resource
+from gateway_process import free_port
 from logwriter import command as writer_command
 from logwriter import expected as writer_expected
 from tasks import create_task, eventually, jobs_of, task
@@ -140,12 +140,6 @@ async def test_deleting_the_operator_pod_mid_stream_loses_no_log_line_and_duplic
     assert await gateway_log_sha256(deployed, execution) == writer_expected(size, seed)
     statuses = (await task(kube, namespace, "survives"))["status"]["executions"]
     assert [e["name"] for e in statuses] == [execution], "one execution, one Job: nothing duplicated"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_prometheus_scrapes_operator_and_gateway_through_the_servicemonitors(deployed, tmp_path):
