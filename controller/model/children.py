@@ -234,16 +234,15 @@ def _template_hash(cronjob: dict[str, Any]) -> str | None:
 def cronjob_update(existing: dict[str, Any], desired: dict[str, Any]) -> list[dict[str, Any]]:
     """The JSON patch (RFC 6902) that makes the live CronJob ``desired``: the job template is
     replaced whole (a merge patch would keep labels, annotations and map entries the Task no
-    longer has), each owned scheduling field is set or removed, and the CronJob's labels are the
-    live ones with the operator's on top (other controllers may label it too)."""
-    have = existing.get("spec") or {}
+    longer has), each owned scheduling field is set or cleared, and the CronJob's labels are the
+    live ones with the operator's on top (other controllers may label it too).
+
+    Only ``add`` and ``replace`` of members that always exist: a ``remove`` fails (422) when the
+    member is already gone, which a cache behind the server would make happen. A field the Task
+    no longer sets is added as ``null``, which the API server decodes as unset."""
     want = desired.get("spec") or {}
-    ops: list[dict[str, Any]] = []
-    for key in _OWNED_CRONJOB_FIELDS:
-        if key in want:
-            ops.append({"op": "add", "path": f"/spec/{key}", "value": want[key]})
-        elif key in have:
-            ops.append({"op": "remove", "path": f"/spec/{key}"})
+    ops: list[dict[str, Any]] = [{"op": "add", "path": f"/spec/{key}", "value": want.get(key)}
+                                 for key in _OWNED_CRONJOB_FIELDS]
     ops.append({"op": "replace", "path": "/spec/jobTemplate", "value": want["jobTemplate"]})
     labels = {**(existing["metadata"].get("labels") or {}), **(desired["metadata"].get("labels") or {})}
     ops.append({"op": "add", "path": "/metadata/labels", "value": labels})

@@ -139,6 +139,14 @@ async def test_changing_the_schedule_updates_the_cronjob(operator, kube, namespa
     pod_labels = cj["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
     assert pod_labels["team"] == "a" and "tier" not in pod_labels
 
+    await kube.patch(TASKS, "retimed", {"spec": {"timeZone": None}}, namespace=namespace)
+
+    async def zone_cleared():
+        cj = await cronjob(kube, namespace, "retimed")
+        return cj if "timeZone" not in cj["spec"] and cj["spec"]["schedule"] == "30 2 * * *" else None
+
+    await eventually(zone_cleared, timeout=30, message="the time zone the Task dropped left the CronJob")
+
 
 async def test_deleting_a_task_removes_its_cronjob_and_jobs(operator, kube, namespace):
     await create_task(kube, namespace, task_manifest("doomed-once", run_for="60s"))

@@ -73,6 +73,8 @@ def _json_patch(target: dict[str, Any], ops: list[dict[str, Any]]) -> None:
             raise Invalid(422, "Invalid", f"json patch {op['op']} of a missing member {op['path']}")
         if op["op"] == "remove":
             del node[last]
+        elif op["value"] is None:
+            node.pop(last, None)  # the API server decodes null as an unset optional field
         elif op["op"] in ("add", "replace"):
             node[last] = copy.deepcopy(op["value"])
         else:
