@@ -5,6 +5,7 @@ throughput against a local-file baseline, all through the real HTTP API of a rea
     .venv/bin/python perf/gateway_bench.py --records 1000000 --log-mb 1024
     .venv/bin/python perf/gateway_bench.py --database-url postgresql://user@127.0.0.1:5432/bench
     .venv/bin/python perf/gateway_bench.py --postgres --records 1000000 --log-mb 0   # a throwaway PostgreSQL
+    .venv/bin/python perf/gateway_bench.py --postgres --records 1000000 --log-mb 0 --explain --busy 4   # plans; loaded
     .venv/bin/python perf/gateway_bench.py --s3 --records 1000 --log-mb 1024         # logs in SeaweedFS (tools/s3server.sh)
 
 What it does:
@@ -240,9 +241,9 @@ async def start_gateway(database_url: str, blob_dir: str, extra_env: dict[str, s
 # --- list ----------------------------------------------------------------------------------------
 
 
-async def bench_list(http: aiohttp.ClientSession, url: str, pages: int, walks: int) -> None:
-    rnd = random.Random(7)
-    filters: dict[str, Any] = {
+def list_filters(rnd: random.Random) -> dict[str, Any]:
+    """Each filter the list part walks: label -> a maker of its query parameters."""
+    return {
         "no filter": lambda: {},
         "skill": lambda: {"skill": rnd.choice(SKILLS)},
         "status+project": lambda: {"status": "Failed", "project": rnd.choice(PROJECTS)},
@@ -251,6 +252,10 @@ async def bench_list(http: aiohttp.ClientSession, url: str, pages: int, walks: i
         "type+since/until": lambda: {"type": "scheduled", "since": "2025-01-10T00:00:00Z", "until": "2025-01-12T00:00:00Z"},
         "skill, oldest first": lambda: {"skill": rnd.choice(SKILLS), "sort": "start"},
     }
+
+
+async def bench_list(http: aiohttp.ClientSession, url: str, pages: int, walks: int) -> None:
+    filters = list_filters(random.Random(7))
     everything: list[float] = []
     print(f"\nlist: {walks} walks of {pages} pages x 50 per filter")
     for label, make in filters.items():
@@ -272,6 +277,36 @@ async def bench_list(http: aiohttp.ClientSession, url: str, pages: int, walks: i
         everything += samples
         print(f"  {label:30s} {fmt_ms(samples)}")
     print(f"  {'all':30s} {fmt_ms(everything)}")
+
+
+async def explain_list(database_url: str) -> None:
+    """``EXPLAIN (ANALYZE, BUFFERS)`` of each filter's first page, with the SQL the gateway runs
+    (``gateway.records.list_sql``) for the same query parameters (PostgreSQL only)."""
+    import asyncpg
+
+    from gateway.model import parse_list_query
+    from gateway.records import POSTGRES, list_sql
+
+    print("\nlist plans (EXPLAIN ANALYZE of each filter's first page):")
+    conn = await asyncpg.connect(database_url)
+    try:
+        for label, make in list_filters(random.Random(7)).items():
+            params = {k: (v if isinstance(v, list) else [v]) for k, v in make().items()}
+            sql, args = list_sql(POSTGRES, parse_list_query({**params, "limit": ["50"]}))
+            rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {sql}", *args)
+            plan = [r[0] for r in rows]
+            nodes = [line.strip() for line in plan if "Scan" in line or "Sort" in line or "Merge" in line]
+            timing = next((line for line in plan if line.startswith("Execution Time")), "?")
+            print(f"  {label}: {timing}")
+            for node in nodes[:4]:
+                print(f"      {node[:150]}")
+    finally:
+        await conn.close()
+
+
+def start_busy(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` processes spinning on a CPU each: the loaded-machine runs (``--busy``)."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 
 
 # --- log -----------------------------------------------------------------------------------------
@@ -381,6 +416,9 @@ def main() -> None:
     p.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL server for the records")
     p.add_argument("--s3", action="store_true", help="logs in SeaweedFS started by tools/s3server.sh (built first)")
     p.add_argument("--workdir", default=None, help="default: a temporary directory (removed at the end)")
+    p.add_argument("--busy", type=int, default=0,
+                   help="processes spinning on a CPU each while the list and log parts run (a loaded machine)")
+    p.add_argument("--explain", action="store_true", help="PostgreSQL: print EXPLAIN ANALYZE of each list filter")
     args = p.parse_args()
     work = args.workdir or tempfile.mkdtemp(prefix="gateway-bench-")
     os.makedirs(work, exist_ok=True)
@@ -410,12 +448,20 @@ async def run(args: argparse.Namespace, work: str, database_url: str, extra_env:
     seconds = await seed(database_url, blob_dir, args.records)
     print(f"seeded {args.records} records in {seconds:.1f} s ({args.records / max(seconds, 1e-9):,.0f}/s)")
     proc, url = await start_gateway(database_url, blob_dir, extra_env)
+    busy = start_busy(args.busy)
+    if busy:
+        print(f"loaded: {len(busy)} processes spinning on a CPU each, on {os.cpu_count()} CPUs")
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as http:
             await bench_list(http, url, args.pages, args.walks)
+            if args.explain and database_url.startswith("postgres"):
+                await explain_list(database_url)
             if args.log_mb > 0:
                 await bench_log(http, url, work, args.log_mb, args.put_mb, args.samples)
     finally:
+        for spinner in busy:
+            spinner.kill()
+            spinner.wait()
         proc.terminate()
         proc.wait(timeout=30)
 
