@@ -81,9 +81,15 @@ class GatewayBackend:
         await self._http.close()
 
     async def _get(self, path: str, params: list[tuple[str, str]] | None = None) -> Any:
-        url = self.url + path
+        return (await self._request("GET", path, params))[1]
+
+    async def _request(self, method: str, path: str, params: list[tuple[str, str]] | None = None,
+                       body: Any = None) -> tuple[int, Any]:
+        """One request: its status and the gateway's decoded JSON answer, or its error as a
+        ``CliError``."""
         try:
-            async with self._http.get(url, params=params, timeout=self._timeout) as resp:
+            async with self._http.request(method, self.url + path, params=params, json=body,
+                                          timeout=self._timeout) as resp:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -91,7 +97,7 @@ class GatewayBackend:
         if status >= 400:
             raise self._error(status, raw)
         try:
-            return json.loads(raw)
+            return status, json.loads(raw)
         except ValueError as exc:
             raise CliError(f"the gateway at {self.url} sent an answer that is not JSON (HTTP {status})") from exc
 
@@ -117,19 +123,7 @@ class GatewayBackend:
     async def _send(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         """One write: ``?namespace=`` added, the gateway's JSON answer back, errors as ``_get``'s."""
         params = [("namespace", self.write_namespace)] if self.write_namespace else []
-        try:
-            async with self._http.request(method, self.url + path, params=params, json=body,
-                                          timeout=self._timeout) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise UnreachableError(f"cannot reach the gateway at {self.url}: {network_cause(exc)}") from exc
-        if status >= 400:
-            raise self._error(status, raw)
-        try:
-            answer = json.loads(raw)
-        except ValueError as exc:
-            raise CliError(f"the gateway at {self.url} sent an answer that is not JSON (HTTP {status})") from exc
+        status, answer = await self._request(method, path, params, body)
         if not isinstance(answer, dict):
             raise CliError(f"the gateway at {self.url} sent an unexpected answer (HTTP {status})")
         return answer
