@@ -19,9 +19,9 @@ import yaml
 from cluster import taskctl
 from gateway_process import GatewayProcess, token_file
 from controller.kube import NotFound
-from controller.kube.resources import CRONJOBS, JOBS, TASKS
+from controller.kube.resources import CRONJOBS, TASKS
 from controller.model.labels import ANNOTATION_RERUN_OF, ANNOTATION_SPEC_HASH
-from tasks import eventually, task, task_manifest, wait_phase
+from tasks import eventually, jobs_of, task, task_manifest, wait_phase
 
 pytestmark = pytest.mark.e2e
 
@@ -141,11 +141,13 @@ async def test_every_run_records_its_invoke_outcome_and_can_be_rerun(installed, 
     await eventually(gone, timeout=60, message="the Task is deleted")
     status, body = await gateway.call("POST", f"/v1/executions/{first}/rerun")
     assert status == 200 and body["rerunOf"] == first, body
+    # The Job goes once its log and record are stored: read it as soon as it exists.
+    [job] = await eventually(lambda: jobs_of(kube, namespace, body["task"]), timeout=60, interval=0.1,
+                             message="the rerun's Job")
     rerun = await wait_phase(kube, namespace, body["task"], "Succeeded")
     assert rerun["metadata"]["annotations"][ANNOTATION_RERUN_OF] == first
     assert "schedule" not in rerun["spec"] and rerun["spec"]["payload"] == manifest["spec"]["payload"]
     assert rerun["status"]["executions"][0]["invoke"]["activationId"] == "act-e2e-1"
-    [job] = (await kube.list(JOBS, namespace=namespace, label_selector=f"fabric.dev/task={body['task']}"))["items"]
     env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert json.loads(env["FABRIC_PAYLOAD"]) == manifest["spec"]["payload"]
 
@@ -195,17 +197,13 @@ async def test_payload_reaches_the_job_exactly(installed, operator, kube, namesp
         ok(taskctl(installed, "apply", "-f", str(path), "-n", namespace))
     stored = await task(kube, namespace, name)
     assert stored["spec"]["payload"] == payload, "the API server keeps the payload as sent"
-    jobs = await eventually(lambda: _jobs(kube, namespace, name), timeout=60, message="the operator creates the Job")
+    jobs = await eventually(lambda: jobs_of(kube, namespace, name), timeout=60, message="the operator creates the Job")
     assert job_payload(jobs[0]) == payload
-
-
-async def _jobs(kube, namespace: str, name: str) -> list[dict]:
-    return (await kube.list(JOBS, namespace=namespace, label_selector=f"fabric.dev/task={name}"))["items"]
 
 
 async def test_gateway_invoke_payload_reaches_the_job_exactly(installed, operator, gateway, kube, namespace) -> None:
     status, body = await gateway.call("POST", "/v1/agents/hubble_agent/invoke",
                                       json={"input": "i", "params": NESTED["params"]})
     assert status == 200, body
-    jobs = await eventually(lambda: _jobs(kube, namespace, body["task"]), timeout=60, message="Job created")
+    jobs = await eventually(lambda: jobs_of(kube, namespace, body["task"]), timeout=60, message="Job created")
     assert job_payload(jobs[0]) == {"agentName": "hubble_agent", "input": "i", "params": NESTED["params"]}
