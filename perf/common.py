@@ -165,3 +165,15 @@ async def create_and_time(kube, namespace: str, resource, bodies: list[dict], co
     watcher.cancel()
     await asyncio.gather(watcher, return_exceptions=True)
     return Timed([seen[name] - sent[name] for name in sent if name in seen], elapsed)
+
+
+def start_busy(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` processes spinning on a CPU each: a benchmark's loaded-machine run (``--busy N``).
+    Stop them with ``stop_busy``."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def stop_busy(spinners: list[subprocess.Popen[bytes]]) -> None:
+    for spinner in spinners:
+        spinner.kill()
+        spinner.wait()

@@ -49,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gateway.model import COLUMNS  # noqa: E402
 from gateway.server import make_stores  # noqa: E402
 from gateway.settings import Settings, StorageSettings  # noqa: E402
+from perf.common import start_busy, stop_busy  # noqa: E402
 
 TOKEN = "bench-token"
 DAY_MS = 86_400_000
@@ -304,11 +305,6 @@ async def explain_list(database_url: str) -> None:
         await conn.close()
 
 
-def start_busy(count: int) -> list[subprocess.Popen[bytes]]:
-    """``count`` processes spinning on a CPU each: the loaded-machine runs (``--busy``)."""
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
-
-
 # --- log -----------------------------------------------------------------------------------------
 
 
@@ -459,9 +455,7 @@ async def run(args: argparse.Namespace, work: str, database_url: str, extra_env:
             if args.log_mb > 0:
                 await bench_log(http, url, work, args.log_mb, args.put_mb, args.samples)
     finally:
-        for spinner in busy:
-            spinner.kill()
-            spinner.wait()
+        stop_busy(busy)
         proc.terminate()
         proc.wait(timeout=30)
 
