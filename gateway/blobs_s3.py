@@ -56,6 +56,7 @@ import asyncio
 import bisect
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import math
@@ -326,7 +327,7 @@ class S3BlobStore:
         except (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise Unavailable(f"object storage unreachable during {what}: {type(exc).__name__}") from exc
 
-    async def _put(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> None:
+    async def _put(self, key: str, body: bytes | io.BytesIO, metadata: dict[str, str] | None = None) -> None:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": body}
         if metadata:
             kwargs["Metadata"] = metadata
@@ -562,7 +563,9 @@ class _Batch:
     """A part on its way: cut from the received bytes in order, stored by ``_Appender._put``."""
 
     offset: int
-    data: bytes
+    chunks: list[bytes]
+    """Its bytes, as received (copied once, into the request body, by ``_put``)."""
+    size: int
     index: bytes
     """Its packed index records."""
     state: str
@@ -697,40 +700,47 @@ class _Appender:
         self._inflight.append((batch, asyncio.ensure_future(self._put(batch))))
 
     def _take(self) -> _Batch:
-        chunks, self._pending, self._pending_bytes = self._pending, [], 0
-        data = chunks[0][0] if len(chunks) == 1 else b"".join(chunk for chunk, _ in chunks)
+        pending, size, self._pending, self._pending_bytes = self._pending, self._pending_bytes, [], 0
         records: list[IndexRecord] = []
-        for chunk, ts in chunks:
+        for chunk, ts in pending:
             records += self._builder.feed(chunk, ts)
+        chunks = [chunk for chunk, _ in pending]
         run: list[Part] = []
         if not self._merged:
             self._merged = True
-            n = merge_run(self._chain, len(data), self._store.settings.part_bytes)
+            n = merge_run(self._chain, size, self._store.settings.part_bytes)
             run = self._chain[len(self._chain) - n :] if n else []
-        batch = _Batch(self._cut_at, data, b"".join(r.pack() for r in records), self._builder.dump_state(), run)
-        self._cut_at += len(data)
+        batch = _Batch(self._cut_at, chunks, size, b"".join(r.pack() for r in records), self._builder.dump_state(), run)
+        self._cut_at += size
         if self.hash_state is not None:
-            self._hashing = asyncio.ensure_future(_hash_after(self._hashing, self.hash_state, data))
+            self._hashing = asyncio.ensure_future(_hash_after(self._hashing, self.hash_state, chunks))
         return batch
 
     async def _put(self, batch: _Batch) -> Part:
         """Store one part (its index object first: a crash before the part leaves an orphan, never
         a gap), absorbing its run: the run's bytes and records are fetched and stored before its own."""
         store, ex = self._store, self._execution
-        body, index, offset = batch.data, batch.index, batch.offset
+        pieces, index, offset = batch.chunks, batch.index, batch.offset
         if batch.run:
             offset = batch.run[0].offset
             listed = await asyncio.gather(
                 *(store._get(store._key(ex, _part(p.name))) for p in batch.run),
                 *(self._index_of(p) for p in batch.run),
             )
-            body = b"".join([*listed[: len(batch.run)], body])
+            pieces = [*listed[: len(batch.run)], *pieces]
             index = b"".join([*listed[len(batch.run):], index])
-        name = part_name(offset, batch.offset + len(batch.data))
+        # One copy, into a buffer of its own: botocore would wrap bytes in a BytesIO sharing them,
+        # which aiohttp's payload (``getbuffer``) then copies once more.
+        body = io.BytesIO()
+        for piece in pieces:
+            body.write(piece)
+        body.seek(0)
+        end = batch.offset + batch.size
+        name = part_name(offset, end)
         if index:
             await store._put(store._key(ex, _index(name)), index)
         await store._put(store._key(ex, _part(name)), body, {_STATE_META: batch.state})
-        return Part(offset, len(body), name)
+        return Part(offset, end - offset, name)
 
     async def _index_of(self, part: Part) -> bytes:
         try:
@@ -774,13 +784,18 @@ class _Appender:
         self._pending, self._pending_bytes = [], 0
 
 
-async def _hash_after(previous: "asyncio.Future[None] | None", state: HashState, data: bytes) -> None:
-    """Add ``data`` to the running hash after ``previous`` did (log order), in a worker thread
+async def _hash_after(previous: "asyncio.Future[None] | None", state: HashState, chunks: list[bytes]) -> None:
+    """Add ``chunks`` to the running hash after ``previous`` did (log order), in a worker thread
     (sha256 releases the GIL: the event loop keeps receiving meanwhile)."""
     if previous is not None:
         await previous
-    await asyncio.to_thread(state.hasher.update, data)
-    state.size += len(data)
+
+    def update() -> None:
+        for chunk in chunks:
+            state.hasher.update(chunk)
+
+    await asyncio.to_thread(update)
+    state.size += sum(len(c) for c in chunks)
 
 
 class _ObjectView:

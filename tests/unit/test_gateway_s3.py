@@ -346,3 +346,30 @@ async def test_append_cuts_the_parts_past_the_acknowledged_size(store: S3BlobSto
     await store.finalize("cut-1", len(data), hashlib.sha256(data).hexdigest())
     page = await rows_of(store, "cut-1", tail=1)
     assert page.total_lines == 150_000 and page.rows[0].text == lines(149_999, 1)[:-1].decode()
+
+
+async def test_a_merged_part_past_the_acknowledged_size_is_cut_back_to_its_run(
+    store: S3BlobStore, s3_server: S3Server, bucket: str  # noqa: F811
+) -> None:
+    """A dead replica's session merged the acknowledged small tail part into a part reaching past
+    the acknowledged size: the next session chains through the run the merged part replaced (kept
+    until a session starts past the merged part's end), deletes the merged part, and continues at
+    the acknowledged size."""
+    data = lines(0, 150_000)  # ~8.6 MB
+    small = (5 << 20) + 100_000
+    assert await put_log(store, "merge-cut-1", data[:small]) == small  # acknowledged: 5 MiB + a small tail part
+    assert await put_log(store, "merge-cut-1", data[small : small + 400_000]) == small + 400_000  # merges the tail; unacknowledged
+    names = await keys(s3_server, bucket, "merge-cut-1")
+    merged = f"parts/{5 << 20:020d}-{small + 400_000:020d}"
+    assert merged in names and f"parts/{5 << 20:020d}-{small:020d}" in names  # the run stays
+    assert (await store.stat("merge-cut-1")).size == small + 400_000  # the longest chain
+    async with store.append("merge-cut-1", acknowledged=small) as log:
+        assert log.size == small
+        await log.write(data[small:], 7000)
+        assert await log.sync() == len(data)
+    names = await keys(s3_server, bucket, "merge-cut-1")
+    assert merged not in names and f"index/{merged[6:]}" not in names
+    assert b"".join([c async for c in store.read_raw("merge-cut-1", 0, len(data))]) == data
+    await store.finalize("merge-cut-1", len(data), hashlib.sha256(data).hexdigest())
+    page = await rows_of(store, "merge-cut-1", tail=1)
+    assert page.total_lines == 150_000 and page.rows[0].text == lines(149_999, 1)[:-1].decode()
