@@ -395,6 +395,9 @@ async def bench_log(
     for label in pids:
         print(f"  CPU s of {label:20s}upload {cpu1[label] - cpu0[label]:6.1f}   finalize {cpu2[label] - cpu1[label]:6.1f}")
 
+    if samples <= 0:
+        return
+
     async def timed(params: dict[str, Any]) -> float:
         t = time.perf_counter()
         async with http.get(f"{url}/v1/tasks/{name}/logs", params=params) as resp:
@@ -422,7 +425,7 @@ def main() -> None:
     p.add_argument("--put-mb", type=int, default=64, help="MiB per upload request")
     p.add_argument("--pages", type=int, default=20, help="pages per list walk")
     p.add_argument("--walks", type=int, default=10, help="list walks per filter")
-    p.add_argument("--samples", type=int, default=50, help="requests per log query kind")
+    p.add_argument("--samples", type=int, default=50, help="requests per log query kind (0: upload and finalize only)")
     p.add_argument("--database-url", default=None, help="default: a SQLite file in the work directory")
     p.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL server for the records")
     p.add_argument("--s3", action="store_true", help="logs in SeaweedFS started by tools/s3server.sh (built first)")

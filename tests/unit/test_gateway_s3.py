@@ -373,3 +373,30 @@ async def test_a_merged_part_past_the_acknowledged_size_is_cut_back_to_its_run(
     await store.finalize("merge-cut-1", len(data), hashlib.sha256(data).hexdigest())
     page = await rows_of(store, "merge-cut-1", tail=1)
     assert page.total_lines == 150_000 and page.rows[0].text == lines(149_999, 1)[:-1].decode()
+
+
+async def test_a_log_composed_by_an_earlier_gateway_is_still_read(store: S3BlobStore, s3_server: S3Server, bucket: str) -> None:  # noqa: F811
+    """Earlier gateways sealed a log by composing it into log.txt + log.idx (and deleting the
+    parts); those logs read, finalize idempotently and delete as before."""
+    from gateway.logindex import IndexBuilder
+
+    data = lines(0, 50_000)
+    records = IndexBuilder().feed(data, 4242)
+    digest = hashlib.sha256(data).hexdigest()
+    async with s3_server.client() as s3:
+        for name, body in (
+            ("log.txt", data), ("log.idx", b"".join(r.pack() for r in records)),
+            ("log.done", b'{"size": %d, "sha256": "%s"}' % (len(data), digest.encode())),
+        ):
+            await s3.put_object(Bucket=bucket, Key=f"gw/tasks/old-1/{name}", Body=body)
+    stat = await store.stat("old-1")
+    assert stat is not None and stat.sealed and stat.size == len(data) and stat.sha256 == digest
+    page = await rows_of(store, "old-1", tail=2)
+    assert [r.text for r in page.rows] == [lines(i, 1)[:-1].decode() for i in (49_998, 49_999)]
+    assert page.total_lines == 50_000
+    assert b"".join([c async for c in store.read_raw("old-1", 100, len(data))]) == data[100:]
+    assert (await store.finalize("old-1", len(data), digest)).sealed
+    with pytest.raises(Conflict):
+        async with store.append("old-1"):
+            pass
+    assert await store.delete("old-1") and await keys(s3_server, bucket, "old-1") == []
