@@ -968,12 +968,16 @@ async def test_retention_sweeper_removes_record_and_blob_together(gw: Gateway) -
     assert (await gw.get("/v1/tasks/old-1"))[0] == 200
     await gw.put_record("kept-1", sequence=2, status="Succeeded")  # a write pushes the expiry on
     await gw.upload("sched-r-log", b"x\n", 0)  # ... and so does a log upload (placeholder record)
+    sweeps_before = await sweeps()
     await gw.clock.advance(2 * DAY)
 
+    # A sweep counts itself after its last record's metrics, so a finished sweep is the state to
+    # wait on; a record's 404 alone shows up before its removal is counted.
     async def swept() -> bool:
-        return (await gw.get("/v1/tasks/old-1"))[0] == 404 and (await gw.get("/v1/tasks/bulk-19"))[0] == 404
+        return await sweeps() > sweeps_before
 
-    await _until(swept, "the sweep")
+    await _until(swept, "the second sweep")
+    assert (await gw.get("/v1/tasks/old-1"))[0] == 404 and (await gw.get("/v1/tasks/bulk-19"))[0] == 404
     assert not gw.blob("old-1").exists() and not gw.blob("old-2").exists()
     assert (await gw.get("/v1/tasks/old-2/logs"))[0] == 404
     for name in ("kept-1", "sched-r-log"):
