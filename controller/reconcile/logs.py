@@ -34,7 +34,7 @@ import structlog
 
 from controller.clock import Clock
 from controller.events import WARNING, EventRecorder
-from controller.kube import Conflict, Invalid, KubeClient, NotFound
+from controller.kube import Conflict, KubeClient, NotFound
 from controller.kube.resources import JOBS, PODS
 from controller.logs import LogShipperPool, Lost, Outcome, Retained, Stored, outcome_kind
 from controller.model.labels import LOG_FINALIZER
@@ -93,6 +93,16 @@ class LogCoordinator:
         # execution -> outcome reported by the pool and not yet written into the Task's status;
         # added by on_done(), removed by committed() once a status write carried it.
         self._outcomes: dict[str, Outcome] = {}
+        # Task key -> uids of its Jobs deleted by delete_finished_jobs() that the Jobs cache may
+        # still list: a second DELETE could only answer 404. A uid goes when a reconcile of its
+        # Task no longer sees the Job, the entry with its last uid or with the Task (forget()).
+        # Only the worker reconciling the Task reads or writes its entry.
+        self._deleted_jobs: dict[str, set[str]] = {}
+
+    @property
+    def ships_logs(self) -> bool:
+        """Whether executions' logs are shipped (and so get a final ``log`` state in the status)."""
+        return self._pool is not None
 
     @property
     def pod_finalizers(self) -> tuple[str, ...]:
@@ -194,8 +204,12 @@ class LogCoordinator:
             return False
         waiting = False
         logs = {e["name"]: e for e in status.get("executions") or []}
+        task_key = f"{task['metadata']['namespace']}/{task['metadata']['name']}"
+        deleted = self._deleted_jobs.pop(task_key, set()) & {job["metadata"]["uid"] for job in jobs}
         for job in jobs:
             name = job["metadata"]["name"]
+            if job["metadata"]["uid"] in deleted:
+                continue
             execution = logs.get(name)
             if execution is None or execution.get("phase") not in TERMINAL_PHASES:
                 continue
@@ -210,29 +224,25 @@ class LogCoordinator:
                 log.info("deleted finished job: log stored", job=name)
             except (NotFound, Conflict):
                 pass
+            deleted.add(job["metadata"]["uid"])
+        if deleted:
+            self._deleted_jobs[task_key] = deleted
         return waiting
 
+    def forget(self, task_key: str) -> None:
+        """The Task is gone: drop what was kept for it."""
+        self._deleted_jobs.pop(task_key, None)
+
     async def _remove_finalizer(self, pod: dict) -> None:
-        finalizers = pod["metadata"].get("finalizers") or []
-        index = finalizers.index(FINALIZER)
-        patch = [
-            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
-            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-        ]
+        """One strategic merge patch that deletes the finalizer by value: unlike a JSON patch at an
+        index, it cannot fail when another finalizer (the Job controller's ``job-tracking``) is
+        removed at the same moment, so it costs one call, never a 422 and a retry."""
+        patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": [FINALIZER]}}
         try:
             await self._client.patch(PODS, pod["metadata"]["name"], patch, namespace=pod["metadata"]["namespace"],
-                                     patch_type="json")
+                                     patch_type="strategic")
         except NotFound:
             pass
-        except (Invalid, Conflict):
-            # The list changed under us (another finalizer removed): the pod's update event brings
-            # it back with fresh indexes.
-            self._enqueue_pod_task(pod)
-
-    def _enqueue_pod_task(self, pod: dict) -> None:
-        task = (pod["metadata"].get("labels") or {}).get("fabric.dev/task")
-        if task:
-            self._enqueue(f"{pod['metadata']['namespace']}/{task}")
 
     async def close(self, drain_seconds: float) -> None:
         if self._pool is not None:
