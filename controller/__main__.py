@@ -54,6 +54,9 @@ def parse_args(argv: list[str]) -> Settings:
                    help="watch only this namespace (default: all namespaces)")
     p.add_argument("--workers", type=int, default=_env("workers", d.reconcile.workers))
     p.add_argument("--resync-seconds", type=float, default=_env("resync-seconds", d.reconcile.resync_seconds))
+    p.add_argument("--status-window-seconds", type=float,
+                   default=_env("status-window-seconds", d.reconcile.status_window_seconds),
+                   help="coalesce status changes of executions in flight over this window (0: write each at once)")
     p.add_argument("--execution-history", type=int,
                    default=_env("execution-history", d.reconcile.execution_history),
                    help="recent executions listed in a Task's status")
@@ -118,7 +121,7 @@ def parse_args(argv: list[str]) -> Settings:
         kube=KubeSettings(kubeconfig=a.kubeconfig, context=a.context),
         reconcile=ReconcileSettings(
             workers=a.workers, namespace=a.namespace, resync_seconds=a.resync_seconds,
-            execution_history=a.execution_history,
+            execution_history=a.execution_history, status_window_seconds=a.status_window_seconds,
         ),
         leader_election=LeaderElectionSettings(
             enabled=a.leader_elect, lease_name=a.lease_name, lease_namespace=a.lease_namespace,

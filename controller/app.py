@@ -170,7 +170,7 @@ class Operator:
             client, tasks=self.tasks.store, jobs=self.jobs.store, cronjobs=self.cronjobs.store,
             pods=self.pods.store, events=self.events, clock=clock, metrics=metrics,
             execution_history=rs.execution_history, logs=self.logs, reporter=self.reporter,
-            admission=self.admission,
+            admission=self.admission, status_window=rs.status_window_seconds,
         )
         self.loop = ReconcileLoop(CONTROLLER_NAME, self.queue, self.reconciler, workers=rs.workers, metrics=metrics)
         self.elector = LeaderElector(client, settings.leader_election, clock)

@@ -38,6 +38,12 @@ class ReconcileSettings:
     drain_seconds: float = 20.0
     """On shutdown, how long in-flight reconciles may take to finish before they are cancelled."""
 
+    status_window_seconds: float = 2.0
+    """Status changes of executions still in flight are coalesced over this window: transitions
+    that land within it (a short run's Pending -> Running -> Succeeded, an end and its stored log)
+    are one status write. A change that settles every execution is written at once. 0 writes
+    every change at once (controller/reconcile/task.py)."""
+
 
 @dataclass(frozen=True)
 class LeaderElectionSettings:
