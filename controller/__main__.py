@@ -57,6 +57,9 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--status-window-seconds", type=float,
                    default=_env("status-window-seconds", d.reconcile.status_window_seconds),
                    help="coalesce status changes of executions in flight over this window (0: write each at once)")
+    p.add_argument("--status-log-window-seconds", type=float,
+                   default=_env("status-log-window-seconds", d.reconcile.status_log_window_seconds),
+                   help="hold an ended execution's status this long at most for its log to be stored")
     p.add_argument("--execution-history", type=int,
                    default=_env("execution-history", d.reconcile.execution_history),
                    help="recent executions listed in a Task's status")
@@ -122,6 +125,7 @@ def parse_args(argv: list[str]) -> Settings:
         reconcile=ReconcileSettings(
             workers=a.workers, namespace=a.namespace, resync_seconds=a.resync_seconds,
             execution_history=a.execution_history, status_window_seconds=a.status_window_seconds,
+            status_log_window_seconds=a.status_log_window_seconds,
         ),
         leader_election=LeaderElectionSettings(
             enabled=a.leader_elect, lease_name=a.lease_name, lease_namespace=a.lease_namespace,

@@ -166,11 +166,15 @@ class Operator:
                 metrics=LogMetrics(registry), on_done=lambda execution, outcome: self.logs.on_done(execution, outcome))
         self.logs = LogCoordinator(client, self.pool, clock=clock, settings=ls, events=self.events,
                                    enqueue=self.queue.add)
+        # A followed pod that ends lets its ship finish at once, not at its Task's next reconcile.
+        self.pods.add_handler(on_update=lambda _old, new: self.logs.pod_changed(new),
+                              on_delete=self.logs.pod_changed)
         self.reconciler = TaskReconciler(
             client, tasks=self.tasks.store, jobs=self.jobs.store, cronjobs=self.cronjobs.store,
             pods=self.pods.store, events=self.events, clock=clock, metrics=metrics,
             execution_history=rs.execution_history, logs=self.logs, reporter=self.reporter,
             admission=self.admission, status_window=rs.status_window_seconds,
+            log_window=rs.status_log_window_seconds,
         )
         self.loop = ReconcileLoop(CONTROLLER_NAME, self.queue, self.reconciler, workers=rs.workers, metrics=metrics)
         self.elector = LeaderElector(client, settings.leader_election, clock)

@@ -44,6 +44,11 @@ class ReconcileSettings:
     are one status write. A change that settles every execution is written at once. 0 writes
     every change at once (controller/reconcile/task.py)."""
 
+    status_log_window_seconds: float = 30.0
+    """When every execution ended but a log is still being stored, the end is held at most this
+    long, so it goes out with the stored log in one write (a log waits for a free stream in a
+    burst; alone, it is stored within a second or two of its pod's end). 0: no such hold."""
+
 
 @dataclass(frozen=True)
 class LeaderElectionSettings:

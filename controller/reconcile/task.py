@@ -9,12 +9,14 @@ Writes: create Job/CronJob, patch the CronJob when the Task's spec changes, dele
 from when the Task had a schedule, replace the Task's status (with its resourceVersion, so a status
 computed from a stale Task is refused with 409 and recomputed), and Events.
 
-Status writes are coalesced over a window (``status_window``): a change that leaves an execution
-still in flight (a Job just created, a pod running, a pod ended whose log is still being stored)
-is held until the window since the first held change runs out, so transitions that land within
-it (Pending -> Running -> Succeeded for a short run, Succeeded + exit code + log stored) go out as
-one write. A change that settles every execution (terminal with a final log state), or any change
-of a Task without executions in flight, is written at once. While a change is held, the Task is
+Status writes are coalesced over a window: a change that leaves an execution still in flight is
+held until the window since the first held change runs out, so transitions that land within it
+go out as one write. The window is ``status_window`` while an execution has yet to end (a Job
+just created, a pod running: a short run's Pending -> Running -> Succeeded is one write), and the
+longer ``log_window`` once every execution ended but one's log is still being stored (the end,
+its exit code and the stored log are one write; in a burst logs wait for a stream). A change that
+settles every execution (terminal with a final log state), or any change of a Task without
+executions in flight, is written at once. While a change is held, the Task is
 described by its status as last written: the gateway's records, pod releases and Job deletions
 all follow the written status, so none acts on what is not yet stored (a crash loses only the
 held change, which the next reconcile derives again from the cluster and the log outcomes).
@@ -92,6 +94,7 @@ class TaskReconciler:
         reporter: StatusReporter | None = None,
         admission: Admission | None = None,
         status_window: float = 0.0,
+        log_window: float = 0.0,
     ):
         self._client = client
         self._tasks = tasks
@@ -106,6 +109,7 @@ class TaskReconciler:
         self._reporter = reporter
         self._admission = admission
         self._status_window = status_window
+        self._log_window = log_window
         # Task key -> when a status change was first held back (see the module docstring). Only the
         # worker reconciling the key touches its entry (the workqueue never hands a key to two);
         # an entry ends with the next status write or the Task's removal.
@@ -274,12 +278,14 @@ class TaskReconciler:
     def _hold(self, key: str, status: dict) -> float | None:
         """Whether to hold back this status change: None writes it now, else the seconds left of
         the Task's coalescing window."""
-        if self._status_window <= 0 or not _in_flight(status, self._logs.ships_logs):
+        window = _window(status, self._logs.ships_logs, running=self._status_window,
+                         storing=self._log_window)
+        if window <= 0:
             self._held_since.pop(key, None)
             return None
         now = self._clock.now()
         since = self._held_since.setdefault(key, now)
-        left = self._status_window - (now - since).total_seconds()
+        left = window - (now - since).total_seconds()
         if left <= 0:
             self._held_since.pop(key, None)
             return None
@@ -382,12 +388,17 @@ def _revision(obj: dict) -> int | None:
     return int(version) if isinstance(version, str) and version.isdigit() else None
 
 
-def _in_flight(status: dict, ships_logs: bool) -> bool:
-    """Whether an execution of ``status`` has yet to end or (when logs are shipped) to have its
-    log settled."""
-    return any(e.get("phase") not in TERMINAL_PHASES
-               or (ships_logs and (e.get("log") or {}).get("state") not in FINAL_LOG_STATES)
-               for e in status.get("executions") or [])
+def _window(status: dict, ships_logs: bool, *, running: float, storing: float) -> float:
+    """How long a change to ``status`` may be held: ``running`` while an execution has yet to
+    end, ``storing`` while (logs being shipped) an ended one has yet to have its log settled,
+    else 0 (written at once)."""
+    window = 0.0
+    for execution in status.get("executions") or []:
+        if execution.get("phase") not in TERMINAL_PHASES:
+            return running
+        if ships_logs and (execution.get("log") or {}).get("state") not in FINAL_LOG_STATES:
+            window = storing
+    return window
 
 
 def _ready(status: dict) -> dict:

@@ -3,6 +3,8 @@ releasing a pod and deleting a finished Job cost in API calls."""
 
 from __future__ import annotations
 
+import asyncio
+
 from controller.kube.resources import JOBS, PODS
 from controller.reconcile.logs import FINALIZER, LogCoordinator
 from controller.settings import LogSettings
@@ -58,3 +60,47 @@ async def test_a_finished_job_is_deleted_once_while_the_cache_still_lists_it(kub
     again = kube.put(JOBS, {"metadata": {"name": "t-1", "namespace": NS, "uid": "job-uid-2"}})
     await logs.delete_finished_jobs(TASK, stored("t-1"), [again], lambda name: True)
     assert [(w.verb, w.name) for w in kube.writes if w.plural == JOBS.plural] == [("delete", "t-1")] * 2
+
+
+async def test_a_released_pod_is_not_patched_again_while_the_cache_still_shows_the_finalizer(
+        kube: FakeKube, clock: FakeClock) -> None:
+    pod = kube.put(PODS, {"metadata": {"name": "t-1-abc", "namespace": NS, "labels": {"fabric.dev/task": "t"},
+                                       "finalizers": [FINALIZER]}, "status": {"phase": "Succeeded"}})
+    logs = coordinator(kube, clock)
+    for _ in range(3):  # reconciles before the Pods cache sees the patch
+        await logs.release(TASK, stored("t-1"), {"t-1": [pod]})
+    assert [(w.verb, w.name) for w in kube.writes if w.plural == PODS.plural] == [("patch", "t-1-abc")]
+    # The cache caught up (no finalizer), then shows it again (someone added it back): released again.
+    await logs.release(TASK, stored("t-1"), {"t-1": [kube.objects[(PODS.plural, NS, "t-1-abc")]]})
+    await logs.release(TASK, stored("t-1"), {"t-1": [pod]})
+    assert [(w.verb, w.name) for w in kube.writes if w.plural == PODS.plural] == [("patch", "t-1-abc")] * 2
+
+
+class Pool:
+    queued = 0
+
+    def __init__(self) -> None:
+        self.submitted: dict[str, asyncio.Event] = {}
+
+    async def submit(self, execution, namespace, pod, container, terminal) -> None:
+        self.submitted[execution] = terminal
+
+
+def job_pod(phase: str) -> dict:
+    return {"metadata": {"name": "t-1-abc", "namespace": NS, "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "labels": {"fabric.dev/task": "t", "batch.kubernetes.io/job-name": "t-1"}},
+            "spec": {"containers": [{"name": "task"}]}, "status": {"phase": phase}}
+
+
+async def test_a_followed_pod_that_ends_ends_its_follow_from_the_pod_event(kube: FakeKube, clock: FakeClock) -> None:
+    pool = Pool()
+    logs = LogCoordinator(kube, pool=pool, clock=clock, settings=LogSettings(), events=Events(),
+                          enqueue=lambda key: None)
+    job = {"metadata": {"name": "t-1", "namespace": NS, "uid": "job-uid"}}
+    await logs.ship("ns/t", {}, [job], {"t-1": [job_pod("Running")]})
+    terminal = pool.submitted["t-1"]
+    logs.pod_changed(job_pod("Running"))
+    logs.pod_changed({**job_pod("Succeeded"), "metadata": {**job_pod("Succeeded")["metadata"], "name": "other"}})
+    assert not terminal.is_set(), "a running pod, or another pod of the Job, does not end the follow"
+    logs.pod_changed(job_pod("Succeeded"))
+    assert terminal.is_set(), "no reconcile of the Task needed"

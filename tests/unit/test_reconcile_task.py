@@ -443,3 +443,24 @@ async def test_a_change_of_a_task_without_executions_in_flight_is_written_at_onc
     await world.kube.create(TASKS, manifest("cron", schedule="*/5 * * * *"), namespace=NS)
     await world.settle("cron")
     assert world.status("cron")["phase"] == "Active" and len(status_writes(world, "cron")) == 1
+
+
+def execution(phase: str, log: str | None = None) -> dict:
+    return {"name": f"x-{phase}", "phase": phase, **({"log": {"state": log}} if log else {})}
+
+
+@pytest.mark.parametrize("executions, ships_logs, window", [
+    pytest.param([], True, 0.0, id="no-executions-written-at-once"),
+    pytest.param([execution("Pending")], True, 2.0, id="pending"),
+    pytest.param([execution("Running", "streaming")], True, 2.0, id="running"),
+    pytest.param([execution("Succeeded", "streaming")], True, 30.0, id="ended-log-being-stored"),
+    pytest.param([execution("Failed")], True, 30.0, id="ended-log-not-yet-taken"),
+    pytest.param([execution("Succeeded", "stored")], True, 0.0, id="settled-written-at-once"),
+    pytest.param([execution("Failed", "lost")], True, 0.0, id="lost-is-final"),
+    pytest.param([execution("Succeeded")], False, 0.0, id="no-log-shipping-ended-is-settled"),
+    pytest.param([execution("Succeeded", "streaming"), execution("Running")], True, 2.0,
+                 id="one-still-running-the-short-window"),
+])
+def test_the_window_a_status_change_is_held_for(executions, ships_logs, window) -> None:
+    from controller.reconcile.task import _window
+    assert _window({"executions": executions}, ships_logs, running=2.0, storing=30.0) == window
