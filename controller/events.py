@@ -10,7 +10,8 @@ instead of creating a new one, like client-go's EventCorrelator.
 
 Events that only repeat what the object's status already says (``repeats_status=True``: "Created
 Job x", "Execution x succeeded", all in ``status.executions``) share one token bucket
-(``repeats_per_second``, ``repeats_burst``). During a burst (a thousand Tasks at once) the bucket
+(``repeats_per_second``, ``repeats_burst``: 25 at once, then one per 5 s, client-go's spam filter
+figures, though shared by all objects). During a burst (a thousand Tasks at once) the bucket
 runs dry and such Events are combined instead of written, like client-go's EventAggregator: per
 (namespace, type, reason), one Event "(combined from similar events): N ..." on the last object,
 written once the queue has been idle for ``COMBINE_IDLE_SECONDS`` (the burst is over) or the
@@ -62,7 +63,7 @@ class _Recorded:
 class EventRecorder:
     def __init__(self, client: KubeClient, clock: Clock, *, component: str, host: str,
                  registry: CollectorRegistry | None = None, queue_size: int = 1000, cache_size: int = 4096,
-                 repeats_per_second: float = 1.0, repeats_burst: int = 25):
+                 repeats_per_second: float = 0.2, repeats_burst: int = 25):
         self._client = client
         self._clock = clock
         self._component = component

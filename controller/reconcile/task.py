@@ -13,8 +13,9 @@ Status writes are coalesced over a window: a change that leaves an execution sti
 held until the window since the first held change runs out, so transitions that land within it
 go out as one write. The window is ``status_window`` while an execution has yet to end (a Job
 just created, a pod running: a short run's Pending -> Running -> Succeeded is one write), and the
-longer ``log_window`` once every execution ended but one's log is still being stored (the end,
-its exit code and the stored log are one write; in a burst logs wait for a stream). A change that
+longer ``log_window`` once every execution's pod ended but one is not yet settled: its log is
+still being stored or the Job controller has yet to mark the Job (the end, its exit code and the
+stored log are one write; in a burst logs wait for a stream and Jobs for the Job controller). A change that
 settles every execution (terminal with a final log state), or any change of a Task without
 executions in flight, is written at once. While a change is held, the Task is
 described by its status as last written: the gateway's records, pod releases and Job deletions
@@ -389,15 +390,19 @@ def _revision(obj: dict) -> int | None:
 
 
 def _window(status: dict, ships_logs: bool, *, running: float, storing: float) -> float:
-    """How long a change to ``status`` may be held: ``running`` while an execution has yet to
-    end, ``storing`` while (logs being shipped) an ended one has yet to have its log settled,
-    else 0 (written at once)."""
+    """How long a change to ``status`` may be held: ``running`` while an execution's pod has yet
+    to end, ``storing`` while an ended one (or one whose pod ended, the Job not yet marked) has
+    yet to be settled (terminal, and its log final when logs are shipped), else 0 (written at once)."""
     window = 0.0
     for execution in status.get("executions") or []:
-        if execution.get("phase") not in TERMINAL_PHASES:
-            return running
-        if ships_logs and (execution.get("log") or {}).get("state") not in FINAL_LOG_STATES:
-            window = storing
+        ended = execution.get("phase") in TERMINAL_PHASES
+        settled = ended and (not ships_logs or (execution.get("log") or {}).get("state") in FINAL_LOG_STATES)
+        if settled:
+            continue
+        if not ended and execution.get("exitCode") is None:
+            return running  # its pod has yet to end
+        # Ended, or its pod ended (an exit code) and the Job controller has yet to say so.
+        window = storing
     return window
 
 

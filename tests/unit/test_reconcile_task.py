@@ -445,8 +445,8 @@ async def test_a_change_of_a_task_without_executions_in_flight_is_written_at_onc
     assert world.status("cron")["phase"] == "Active" and len(status_writes(world, "cron")) == 1
 
 
-def execution(phase: str, log: str | None = None) -> dict:
-    return {"name": f"x-{phase}", "phase": phase, **({"log": {"state": log}} if log else {})}
+def execution(phase: str, log: str | None = None, **fields: object) -> dict:
+    return {"name": f"x-{phase}", "phase": phase, **({"log": {"state": log}} if log else {}), **fields}
 
 
 @pytest.mark.parametrize("executions, ships_logs, window", [
@@ -460,6 +460,8 @@ def execution(phase: str, log: str | None = None) -> dict:
     pytest.param([execution("Succeeded")], False, 0.0, id="no-log-shipping-ended-is-settled"),
     pytest.param([execution("Succeeded", "streaming"), execution("Running")], True, 2.0,
                  id="one-still-running-the-short-window"),
+    pytest.param([execution("Running", "stored", exitCode=0)], True, 30.0, id="pod-ended-job-not-yet-marked"),
+    pytest.param([execution("Running", exitCode=1)], False, 30.0, id="pod-ended-no-log-shipping"),
 ])
 def test_the_window_a_status_change_is_held_for(executions, ships_logs, window) -> None:
     from controller.reconcile.task import _window
