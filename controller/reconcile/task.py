@@ -17,7 +17,8 @@ longer ``log_window`` once every execution's pod ended but one is not yet settle
 still being stored or the Job controller has yet to mark the Job (the end, its exit code and the
 stored log are one write; in a burst logs wait for a stream and Jobs for the Job controller). A change that
 settles every execution (terminal with a final log state), or any change of a Task without
-executions in flight, is written at once. While a change is held, the Task is
+executions in flight, is written at once, and so is a change of a field in ``NEVER_HELD`` (a
+spec change, the schedule). While a change is held, the Task is
 described by its status as last written: the gateway's records, pod releases and Job deletions
 all follow the written status, so none acts on what is not yet stored (a crash loses only the
 held change, which the next reconcile derives again from the cluster and the log outcomes).
@@ -59,6 +60,10 @@ MAX_SCHEDULE_REQUEUE_SECONDS = 3600.0
 LOG_QUEUE_FULL_RETRY_SECONDS = 5.0
 # Executions whose final record sequence is remembered (see TaskReconciler._final_sequences).
 MAX_REMEMBERED_EXECUTIONS = 100_000
+# Status fields whose change is written at once, whatever executions are in flight: they answer
+# a spec change or the schedule, not an execution's progress (the first status of a Task sets
+# them too; it may be held).
+NEVER_HELD = ("observedGeneration", "nextScheduleTime", "lastScheduleTime", "scheduleDescription", "missedRuns")
 # How often to look whether the gateway confirmed the record of a Job waiting to be deleted.
 GATEWAY_CONFIRMATION_POLL_SECONDS = 2.0
 
@@ -255,7 +260,7 @@ class TaskReconciler:
         self._logs.merge_into(status)
         hold_for = None
         if status != previous:
-            hold_for = self._hold(key, status)
+            hold_for = self._hold(key, status, previous)
             if hold_for is None:
                 task = await self._write_status(task, status)
                 self._announce_transitions(task, previous, status)
@@ -276,12 +281,12 @@ class TaskReconciler:
         waits = [w for w in waits if w is not None]
         return Result.after(min(waits)) if waits else Result.done()
 
-    def _hold(self, key: str, status: dict) -> float | None:
+    def _hold(self, key: str, status: dict, previous: dict) -> float | None:
         """Whether to hold back this status change: None writes it now, else the seconds left of
         the Task's coalescing window."""
         window = _window(status, self._logs.ships_logs, running=self._status_window,
                          storing=self._log_window)
-        if window <= 0:
+        if window <= 0 or (previous and any(status.get(f) != previous.get(f) for f in NEVER_HELD)):
             self._held_since.pop(key, None)
             return None
         now = self._clock.now()

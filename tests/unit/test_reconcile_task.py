@@ -466,3 +466,24 @@ def execution(phase: str, log: str | None = None, **fields: object) -> dict:
 def test_the_window_a_status_change_is_held_for(executions, ships_logs, window) -> None:
     from controller.reconcile.task import _window
     assert _window({"executions": executions}, ships_logs, running=2.0, storing=30.0) == window
+
+
+async def test_a_spec_change_is_written_at_once_while_an_execution_is_in_flight(kube: FakeKube,
+                                                                               clock: FakeClock) -> None:
+    world = World(kube, clock, status_window=2.0)
+    await world.kube.create(TASKS, manifest("edit"), namespace=NS)
+    world.sync()
+    await world.reconcile(f"{NS}/edit")
+    world.sync()
+    await world.reconcile(f"{NS}/edit")
+    clock.advance(2.0)
+    await world.reconcile(f"{NS}/edit")
+    assert [w["phase"] for w in status_writes(world, "edit")] == ["Pending"]
+    world.sync()
+    task = world.task("edit")
+    world.kube.put(TASKS, {**task, "metadata": {**task["metadata"], "generation": 2},
+                           "spec": {**task["spec"], "payload": {"n": 2}}})
+    world.sync()
+    await world.reconcile(f"{NS}/edit")
+    assert [w["observedGeneration"] for w in status_writes(world, "edit")] == [1, 2], \
+        "the Job is still Pending, yet the new generation is written at once"
