@@ -273,6 +273,9 @@ async def main() -> None:
         [sys.executable, "-m", "controller", "--kubeconfig", config, "--metrics-port", str(metrics_port),
          "--health-port", str(health_port), "--bind-host", "127.0.0.1", "--workers", str(args.workers),
          "--lease-namespace", "fabric-system", "--lease-name", f"bench-{uuid.uuid4().hex[:6]}",
+         # An API server slowed by a loaded machine (--busy) must not cost the run its only
+         # operator: it exits when it cannot renew its Lease within the renew deadline.
+         "--lease-duration-seconds", "60", "--renew-deadline-seconds", "50",
          "--log-dir", str(workdir / "logs"), "--log-level", "warning"],
         cwd=args.operator_tree, stdout=log, stderr=subprocess.STDOUT)
     try:
