@@ -33,7 +33,7 @@ from controller.leader import LeaderElector
 from controller.logs import DirectorySink, GatewaySink, LogMetrics, LogShipperPool, LogSink
 from controller.model.admission import is_gated
 from controller.model.labels import LABEL_MANAGED_BY, MANAGED_BY
-from controller.model.trim import trim_cronjob, trim_job, trim_pod
+from controller.model.trim import CACHE_TRANSFORMS
 from controller.ops import OpsServer
 from controller.reconcile.admission import KEY as ADMISSION_KEY
 from controller.reconcile.admission import Admission, AdmissionMetrics
@@ -97,14 +97,16 @@ class Operator:
         informer_metrics = PrometheusInformerMetrics(registry)
         common = dict(clock=clock, namespace=rs.namespace, resync_period=rs.resync_seconds,
                       metrics=informer_metrics)
-        self.tasks = Informer(client, TASKS, name="tasks", indexers={"by_pool": _pool_of_task}, **common)
-        # Children are cached without the copies of the Task's pod template (model/trim.py).
+        # Each kind is cached with only what the operator reads of it (model/trim.py).
+        self.tasks = Informer(client, TASKS, name="tasks", indexers={"by_pool": _pool_of_task},
+                              transform=CACHE_TRANSFORMS[TASKS.plural], **common)
         self.jobs = Informer(client, JOBS, name="jobs", label_selector=children,
-                             indexers={"by_task": task_key_of_child}, transform=trim_job, **common)
+                             indexers={"by_task": task_key_of_child}, transform=CACHE_TRANSFORMS[JOBS.plural],
+                             **common)
         self.cronjobs = Informer(client, CRONJOBS, name="cronjobs", label_selector=children,
-                                 transform=trim_cronjob, **common)
+                                 transform=CACHE_TRANSFORMS[CRONJOBS.plural], **common)
         self.pods = Informer(client, PODS, name="pods", label_selector=children,
-                             indexers={"by_job": job_key_of_pod}, transform=trim_pod, **common)
+                             indexers={"by_job": job_key_of_pod}, transform=CACHE_TRANSFORMS[PODS.plural], **common)
         # TaskPools are cluster-scoped: watched cluster-wide even when Tasks are watched in one namespace.
         self.pools = Informer(client, TASKPOOLS, name="taskpools", clock=clock,
                               resync_period=rs.resync_seconds, metrics=informer_metrics)
