@@ -126,7 +126,7 @@ class Informer:
         self._log = log.bind(informer=self.name)
 
         self.store = Store()
-        """The cache. Written only by the ``run`` task; read by anyone (read-only objects)."""
+        """The cache. Written only by the ``run`` task; read by anyone (each read decodes a copy)."""
         if indexers:
             self.store.add_indexers(indexers)
         self._handlers: list[_Handler] = []

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from controller.informer.store import Store, object_key
+from controller.informer.store import object_key
 from controller.model.admission import is_gated, job_view
 from controller.model.children import (cronjob_for_task, cronjob_spec_differs, cronjob_update, job_for_task,
                                        owner_reference)
@@ -344,17 +344,6 @@ def test_a_task_keeps_its_spec_and_status_whole_and_drops_kubectls_copy_of_itsel
     assert trimmed["spec"] == task["spec"] and trimmed["status"] == task["status"]
     assert set(trimmed["metadata"]) == {"name", "namespace", "uid", "resourceVersion", "generation",
                                         "creationTimestamp"}
-
-
-def test_a_store_gives_back_what_was_cached_and_each_read_its_own_copy() -> None:
-    store = Store()
-    pod = trim_pod(real("Pod"))
-    store.upsert(pod)
-    key = object_key(pod)
-    first = store.get(key)
-    assert first == pod
-    first["status"]["phase"] = "Failed"
-    assert store.get(key)["status"]["phase"] == pod["status"]["phase"]
 
 
 # -- the children built from a Task, trimmed -----------------------------------------------------
