@@ -18,7 +18,8 @@
 The target elsewhere is < 150 MB RSS; this prints what it is and asserts nothing. Runs on the
 devcluster named by DEVCLUSTER_NAME (default ``load``, a cluster of its own: started if needed,
 left running; ``DEVCLUSTER_NAME=load devcluster/devcluster down`` removes it). Deletes its
-namespace at the end.
+namespace at the end and waits until it is gone; before starting, it removes the namespaces an
+earlier run left (``load-*``) and waits for them too, so the baseline is an empty cluster.
 """
 
 from __future__ import annotations
@@ -106,6 +107,26 @@ class Operator:
         self.process.wait(60)
 
 
+async def remove_namespaces(kube: KubeClient, names: list[str], timeout: float = 900) -> None:
+    """Delete the namespaces and wait until the API server no longer has them (their Tasks, Jobs
+    and Pods gone with them)."""
+    for name in names:
+        try:
+            await kube.delete(NAMESPACES, name)
+        except NotFound:
+            pass
+    if names:
+        print(f"waiting for namespace(s) {', '.join(names)} to be deleted")
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while time.monotonic() < deadline:
+            try:
+                await kube.get(NAMESPACES, name)
+            except NotFound:
+                break
+            await asyncio.sleep(2)
+
+
 def total(samples: list, suffix: str = "") -> float:
     return sum(s.value for s in samples if s.name.endswith(suffix))
 
@@ -184,6 +205,8 @@ async def run(args: argparse.Namespace) -> None:
         print(f"loaded run: {args.busy} CPU spinners")
     config = cluster()
     kube = await KubeClient.from_config(config)
+    await remove_namespaces(kube, [ns["metadata"]["name"] for ns in (await kube.list(NAMESPACES))["items"]
+                                   if ns["metadata"]["name"].startswith("load-")])
     namespace = f"load-{uuid.uuid4().hex[:6]}"
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     log_path = Path(tempfile.mkdtemp(prefix="load5000-")) / "operator.log"
@@ -248,10 +271,7 @@ async def run(args: argparse.Namespace) -> None:
         await cache_costs(kube, namespace, args.tasks, per_1000)
     finally:
         operator.stop()
-        try:
-            await kube.delete(NAMESPACES, namespace)
-        except NotFound:
-            pass
+        await remove_namespaces(kube, [namespace])
         await kube.close()
         print(f"operator log: {log_path}")
 
