@@ -17,9 +17,13 @@
 
 The target elsewhere is < 150 MB RSS; this prints what it is and asserts nothing. Runs on the
 devcluster named by DEVCLUSTER_NAME (default ``load``, a cluster of its own: started if needed,
-left running; ``DEVCLUSTER_NAME=load devcluster/devcluster down`` removes it). Deletes its
-namespace at the end and waits until it is gone; before starting, it removes the namespaces an
-earlier run left (``load-*``) and waits for them too, so the baseline is an empty cluster.
+left running; ``DEVCLUSTER_NAME=load devcluster/devcluster down`` removes it). The operator
+watches only the run's namespace, so what an earlier run left (a namespace still being deleted)
+is not in its baseline. Deletes its namespace at the end.
+
+``--probe`` (needs gdb and ptrace): once the Tasks settled, looks inside the operator
+(``perf/heap_probe.py``): memory the C allocator held free, pymalloc's arenas, and which of the
+operator's objects hold how much: the cost outside the caches, by holder.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from controller.kube.resources import CRONJOBS, JOBS, PODS, TASKS, Resource  # n
 from controller.model.labels import MANAGED_SELECTOR  # noqa: E402
 from perf.cache_cost import kind_cost, report  # noqa: E402
 from perf.common import start_busy, stop_busy  # noqa: E402
+from perf.heap_probe import probe, summary  # noqa: E402
 
 DEVCLUSTER = REPO / "devcluster" / "devcluster"
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
@@ -64,10 +69,11 @@ def cluster() -> str:
 
 
 class Operator:
-    def __init__(self, config: str, log_path: Path):
+    def __init__(self, config: str, log_path: Path, namespace: str):
         self.log_path = log_path
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "controller", "--kubeconfig", config, "--bind-host", "127.0.0.1",
+            [sys.executable, "-m", "controller", "--kubeconfig", config, "--namespace", namespace,
+             "--bind-host", "127.0.0.1",
              "--metrics-port", "0", "--health-port", "0", "--lease-namespace", "default", "--log-level", "info"],
             stdout=log_path.open("w"), stderr=subprocess.STDOUT, cwd=REPO)
         self.metrics_port = self._wait_for("ops server listening")["metrics"]
@@ -105,26 +111,6 @@ class Operator:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(60)
-
-
-async def remove_namespaces(kube: KubeClient, names: list[str], timeout: float = 900) -> None:
-    """Delete the namespaces and wait until the API server no longer has them (their Tasks, Jobs
-    and Pods gone with them)."""
-    for name in names:
-        try:
-            await kube.delete(NAMESPACES, name)
-        except NotFound:
-            pass
-    if names:
-        print(f"waiting for namespace(s) {', '.join(names)} to be deleted")
-    deadline = time.monotonic() + timeout
-    for name in names:
-        while time.monotonic() < deadline:
-            try:
-                await kube.get(NAMESPACES, name)
-            except NotFound:
-                break
-            await asyncio.sleep(2)
 
 
 def total(samples: list, suffix: str = "") -> float:
@@ -171,6 +157,7 @@ async def main() -> None:
     parser.add_argument("--one-off", type=float, default=0.2, help="fraction of one-off Tasks")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--busy", type=int, default=0, help="CPU spinners running throughout (loaded run)")
+    parser.add_argument("--probe", action="store_true", help="look inside the operator's heap once settled (gdb)")
     args = parser.parse_args()
     spinners = start_busy(args.busy)
     try:
@@ -205,17 +192,15 @@ async def run(args: argparse.Namespace) -> None:
         print(f"loaded run: {args.busy} CPU spinners")
     config = cluster()
     kube = await KubeClient.from_config(config)
-    await remove_namespaces(kube, [ns["metadata"]["name"] for ns in (await kube.list(NAMESPACES))["items"]
-                                   if ns["metadata"]["name"].startswith("load-")])
     namespace = f"load-{uuid.uuid4().hex[:6]}"
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     log_path = Path(tempfile.mkdtemp(prefix="load5000-")) / "operator.log"
-    operator = Operator(config, log_path)
+    operator = Operator(config, log_path, namespace)
     try:
         operator._wait_for("informer caches synced")
         await asyncio.sleep(5)
         idle_rss, idle_hwm = operator.memory()
-        print(f"idle operator (caches synced, empty cluster): RSS {idle_rss / MB:.1f} MiB")
+        print(f"idle operator (caches synced, empty namespace): RSS {idle_rss / MB:.1f} MiB")
 
         one_off = int(args.tasks * args.one_off)
         bodies = [task_body(i, i < one_off) for i in range(args.tasks)]
@@ -269,9 +254,15 @@ async def run(args: argparse.Namespace) -> None:
         print(f"reconcile time over {r_count:.0f} reconciles: mean {r_mean * 1000:.1f} ms, p50 <= {r_p50:g} s, "
               f"p99 <= {r_p99:g} s; {r_count / args.tasks:.1f} reconciles per Task")
         await cache_costs(kube, namespace, args.tasks, per_1000)
+        if args.probe:
+            report = probe(operator.process.pid)
+            print(summary(report, args.tasks) if report is not None else "--probe: gdb not found")
     finally:
         operator.stop()
-        await remove_namespaces(kube, [namespace])
+        try:
+            await kube.delete(NAMESPACES, namespace)
+        except NotFound:
+            pass
         await kube.close()
         print(f"operator log: {log_path}")
 
