@@ -29,7 +29,7 @@ NORMAL = "Normal"
 WARNING = "Warning"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Recorded:
     name: str
     namespace: str
@@ -57,7 +57,7 @@ class EventRecorder:
     def record(self, obj: dict, event_type: str, reason: str, message: str) -> None:
         """Queue an Event about ``obj``; never blocks, drops the Event when the queue is full."""
         try:
-            self._pending.put_nowait((obj, event_type, reason, message, _rfc3339(self._clock)))
+            self._pending.put_nowait((_reference(obj), event_type, reason, message, _rfc3339(self._clock)))
         except asyncio.QueueFull:
             if self._dropped is not None:
                 self._dropped.inc()
@@ -118,6 +118,15 @@ class EventRecorder:
             # so the next occurrence creates a fresh one.
             self._recent.pop(key, None)
             log.warning("event not recorded", reason=reason, object=meta.get("name"), error=str(exc))
+
+
+def _reference(obj: dict) -> dict:
+    """What an Event needs of the object it is about (its ``involvedObject``): queued instead of
+    the object, so a queue full of Events does not hold whole Tasks as the API server returned
+    them."""
+    meta = obj.get("metadata") or {}
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta}}
 
 
 def _rfc3339(clock: Clock) -> str:

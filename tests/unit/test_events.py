@@ -44,3 +44,21 @@ async def test_repeats_bump_the_count_of_the_event_already_written():
         "apiVersion": "fabric.dev/v1alpha1", "kind": "Task", "name": "t", "namespace": "ns", "uid": "u-1",
         "resourceVersion": None}
     assert client.patched == [("event-1", {"count": 2, "lastTimestamp": client.created[0]["lastTimestamp"]})]
+
+
+async def test_a_queued_event_keeps_only_the_reference_to_its_object():
+    """The queue holds what ``involvedObject`` needs, taken when the Event was recorded, not the
+    object: a Task as the API server returned it (managedFields, spec, status) is dropped at once."""
+    client = RecordingClient()
+    recorder = EventRecorder(client, FakeClock(), component="c", host="h")
+    task = {**TASK, "metadata": {**TASK["metadata"], "resourceVersion": "7", "managedFields": [{"manager": "x"}]},
+            "spec": {"payload": "x" * 10_000}}
+    recorder.record(task, NORMAL, "CreatedJob", "Created Job t-1")
+    task["metadata"]["name"] = "changed-after-recording"
+    queued = recorder._pending.get_nowait()
+    assert queued[0] == {"apiVersion": "fabric.dev/v1alpha1", "kind": "Task",
+                         "metadata": {"name": "t", "namespace": "ns", "uid": "u-1", "resourceVersion": "7"}}
+    recorder._pending.put_nowait(queued)
+    await recorder.flush()
+    assert client.created[0]["involvedObject"]["name"] == "t"
+    assert client.created[0]["involvedObject"]["resourceVersion"] == "7"
