@@ -94,6 +94,12 @@ class Store:
         """Objects filed under ``value`` in ``index``, by key; unknown index: ``KeyError``."""
         return [_decode(self._items[key]) for key in self.index_keys(index, value)]
 
+    def index_values(self, index: str) -> list[str]:
+        """The values some object is filed under in ``index``, sorted; unknown index: ``KeyError``."""
+        if index not in self._indexers:
+            raise KeyError(f"no index named {index!r}")
+        return sorted(self._indices[index])
+
     def index_keys(self, index: str, value: str) -> list[str]:
         """Keys filed under ``value`` in ``index``, sorted."""
         if index not in self._indexers:
