@@ -69,11 +69,11 @@ def cluster() -> str:
 
 
 class Operator:
-    def __init__(self, config: str, log_path: Path, namespace: str):
+    def __init__(self, config: str, log_path: Path, namespace: str, leader_elect: bool = True):
         self.log_path = log_path
         self.process = subprocess.Popen(
             [sys.executable, "-m", "controller", "--kubeconfig", config, "--namespace", namespace,
-             "--bind-host", "127.0.0.1",
+             "--leader-elect" if leader_elect else "--no-leader-elect", "--bind-host", "127.0.0.1",
              "--metrics-port", "0", "--health-port", "0", "--lease-namespace", "default", "--log-level", "info"],
             stdout=log_path.open("w"), stderr=subprocess.STDOUT, cwd=REPO)
         self.metrics_port = self._wait_for("ops server listening")["metrics"]
@@ -157,6 +157,10 @@ async def main() -> None:
     parser.add_argument("--one-off", type=float, default=0.2, help="fraction of one-off Tasks")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--busy", type=int, default=0, help="CPU spinners running throughout (loaded run)")
+    parser.add_argument("--leader-elect", default=True, action=argparse.BooleanOptionalAction,
+                        help="the operator takes its Lease (default); on a machine so loaded that the API "
+                             "server answers a renewal after the 10 s deadline, the operator exits: "
+                             "--no-leader-elect keeps it running (its memory does not depend on it)")
     parser.add_argument("--probe", action="store_true", help="look inside the operator's heap once settled (gdb)")
     args = parser.parse_args()
     spinners = start_busy(args.busy)
@@ -195,7 +199,7 @@ async def run(args: argparse.Namespace) -> None:
     namespace = f"load-{uuid.uuid4().hex[:6]}"
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     log_path = Path(tempfile.mkdtemp(prefix="load5000-")) / "operator.log"
-    operator = Operator(config, log_path, namespace)
+    operator = Operator(config, log_path, namespace, args.leader_elect)
     try:
         operator._wait_for("informer caches synced")
         await asyncio.sleep(5)
