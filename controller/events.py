@@ -52,7 +52,7 @@ class _Combined:
     since: float  # monotonic time of the group's first Event
 
 
-@dataclass
+@dataclass(slots=True)
 class _Recorded:
     name: str
     namespace: str
@@ -91,7 +91,8 @@ class EventRecorder:
         ``repeats_status``: the Event says nothing the object's status does not (see the module
         docstring: it may be combined with others during a burst)."""
         try:
-            self._pending.put_nowait((obj, event_type, reason, message, _rfc3339(self._clock), repeats_status))
+            self._pending.put_nowait((_reference(obj), event_type, reason, message, _rfc3339(self._clock),
+                                      repeats_status))
         except asyncio.QueueFull:
             if self._dropped is not None:
                 self._dropped.inc()
@@ -198,6 +199,15 @@ class EventRecorder:
             # so the next occurrence creates a fresh one.
             self._recent.pop(key, None)
             log.warning("event not recorded", reason=reason, object=meta.get("name"), error=str(exc))
+
+
+def _reference(obj: dict) -> dict:
+    """What an Event needs of the object it is about (its ``involvedObject``): queued instead of
+    the object, so a queue full of Events does not hold whole Tasks as the API server returned
+    them."""
+    meta = obj.get("metadata") or {}
+    return {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta}}
 
 
 def _rfc3339(clock: Clock) -> str:

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from controller.informer import Store
 from controller.kube import AlreadyExists, Conflict, NotFound, Resource
 from controller.kube.errors import Invalid
+from controller.model.trim import CACHE_TRANSFORMS
 
 Key = tuple[str, str | None, str]  # (plural, namespace, name)
 
@@ -150,7 +151,8 @@ class FakeKube:
         return copy.deepcopy(obj)
 
     def sync(self, stores: dict[Resource, Store]) -> None:
-        """Make each informer store hold exactly what the fake holds for its resource."""
+        """Make each informer store hold exactly what the fake holds for its resource, trimmed as the
+        operator's informers trim it (``CACHE_TRANSFORMS``)."""
         for res, store in stores.items():
             wanted = {f"{ns}/{name}" if ns else name: obj
                       for (plural, ns, name), obj in self.objects.items() if plural == res.plural}
@@ -158,7 +160,7 @@ class FakeKube:
                 if key not in wanted:
                     store.delete(key)
             for obj in wanted.values():
-                store.upsert(copy.deepcopy(obj))
+                store.upsert(CACHE_TRANSFORMS.get(res.plural, _whole)(copy.deepcopy(obj)))
 
     def collect_garbage(self) -> list[str]:
         """Delete every object whose owners are all gone (as the garbage collector does); returns
@@ -328,3 +330,6 @@ def _matches(obj: dict[str, Any], selector: str | None) -> bool:
     labels = obj["metadata"].get("labels") or {}
     return all(labels.get(k) == v for k, _, v in (term.partition("=") for term in selector.split(",")))
 
+
+def _whole(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj

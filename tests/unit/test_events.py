@@ -97,3 +97,21 @@ async def test_combined_events_are_written_when_the_queue_goes_idle_and_the_budg
     finally:
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)
+
+
+async def test_a_queued_event_keeps_only_the_reference_to_its_object():
+    """The queue holds what ``involvedObject`` needs, taken when the Event was recorded, not the
+    object: a Task as the API server returned it (managedFields, spec, status) is dropped at once."""
+    client = RecordingClient()
+    recorder = EventRecorder(client, FakeClock(), component="c", host="h")
+    task = {**TASK, "metadata": {**TASK["metadata"], "resourceVersion": "7", "managedFields": [{"manager": "x"}]},
+            "spec": {"payload": "x" * 10_000}}
+    recorder.record(task, NORMAL, "CreatedJob", "Created Job t-1")
+    task["metadata"]["name"] = "changed-after-recording"
+    queued = recorder._pending.get_nowait()
+    assert queued[0] == {"apiVersion": "fabric.dev/v1alpha1", "kind": "Task",
+                         "metadata": {"name": "t", "namespace": "ns", "uid": "u-1", "resourceVersion": "7"}}
+    recorder._pending.put_nowait(queued)
+    await recorder.flush()
+    assert client.created[0]["involvedObject"]["name"] == "t"
+    assert client.created[0]["involvedObject"]["resourceVersion"] == "7"
