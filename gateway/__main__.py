@@ -65,6 +65,8 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     opt("--s3-endpoint", "S3_ENDPOINT", None, str, "URL of an S3-compatible server (unset: AWS)")
     opt("--s3-region", "S3_REGION", defaults.s3.region, str, "S3 region")
     opt("--s3-path-style", "S3_PATH_STYLE", defaults.s3.path_style, _env_bool, "address buckets as endpoint/bucket (most S3-compatible servers)")
+    opt("--s3-part-bytes", "S3_PART_BYTES", defaults.s3.part_bytes, int, "bytes per stored part of a log (at least 5 MiB)")
+    opt("--s3-part-concurrency", "S3_PART_CONCURRENCY", defaults.s3.part_concurrency, int, "parts of one upload stored at once")
     opt("--s3-lifecycle-margin-days", "S3_LIFECYCLE_MARGIN_DAYS", defaults.s3.lifecycle_margin_days, int, "bucket rule expiring tasks/ after retention + this many days (0: no rule)")
     opt("--internal-token-file", "INTERNAL_TOKEN_FILE", None, str, "file holding the operator's bearer token")
     opt("--user-tokens-file", "USER_TOKENS_FILE", None, str, "YAML/JSON file of the public API's user tokens and their namespaces (unset: /v1 is open)")
@@ -156,6 +158,8 @@ def settings_from(argv: Sequence[str], env: Mapping[str, str]) -> Settings:
             region=args.s3_region,
             path_style=args.s3_path_style,
             lifecycle_margin_days=args.s3_lifecycle_margin_days,
+            part_bytes=args.s3_part_bytes,
+            part_concurrency=args.s3_part_concurrency,
             access_key_id=env.get(ENV_PREFIX + "S3_ACCESS_KEY_ID", ""),
             secret_access_key=env.get(ENV_PREFIX + "S3_SECRET_ACCESS_KEY", ""),
         ),

@@ -4,8 +4,8 @@ directory, ``blobs_s3`` on S3-compatible object storage; ``blobs_factory`` picks
 
 Contract, whatever the backend:
 
-- A log is append-only bytes at ``tasks/<execution>/log.txt`` with a line index beside it
-  (``logindex``). Appends are exclusive per execution: ``append`` waits a bounded time for another
+- A log is append-only bytes under ``tasks/<execution>/`` (``log.txt`` in a directory, a chain
+  of part objects on S3) with a line index beside it (``logindex``). Appends are exclusive per execution: ``append`` waits a bounded time for another
   append of the same execution to end, then raises ``Conflict(code="upload_in_progress")``.
 - What ``LogAppender.write`` was given is stored in order; ``LogAppender.close`` makes it durable
   (fsync when configured) before the handler answers the new size. A client whose connection

@@ -4,40 +4,45 @@ has no append.
 
 Layout under ``s3://bucket/prefix/``::
 
-    tasks/<execution>/parts/<offset:020d>  bytes [offset, offset + size) of the log: one object
-                                           per stored batch (about ``part_bytes``, or what one
-                                           upload request brought); its metadata ``index-state``
-                                           is the line-index builder's state after it
-    tasks/<execution>/index/<offset:020d>  the index records (``logindex``) of the lines that
+    tasks/<execution>/parts/<offset:020d>-<end:020d>
+                                           bytes [offset, end) of the log: one object per stored
+                                           batch (about ``part_bytes``, or what one upload request
+                                           brought, merged with the small parts before it, see
+                                           ``blobs_s3_parts``); its metadata ``index-state`` is the
+                                           line-index builder's state after it
+    tasks/<execution>/index/<offset>-<end> the index records (``logindex``) of the lines that
                                            start in that part; absent when none does
     tasks/<execution>/log.started          empty; says the log exists before its first byte
     tasks/<execution>/log.cursor           the uploader's opaque resume cursor
-    tasks/<execution>/log.txt, log.idx     the whole log and its whole index, composed by finalize
-    tasks/<execution>/log.done             {"size", "sha256"}: sealed (written after log.txt and
-                                           log.idx; then the parts go)
+    tasks/<execution>/log.done             {"size", "sha256"}: sealed; the parts are the log
+
+Gateways before part merging wrote ``parts/<offset>`` (read as the same chain) and composed a
+sealed log into ``log.txt`` + ``log.idx`` (read as a legacy sealed log, never written now).
 
 Invariants (what makes a crash at any point safe):
 
-- The stored size is the sum of the parts that chain from offset 0 (each starts where the previous
-  ends). A part is one PUT, which S3 makes atomic, so after a crash or a dropped connection the
-  size is exactly the bytes of the parts that were written, and a retry resumes there.
+- The stored size is where the chain of parts from offset 0 ends (``blobs_s3_parts.chain``: each
+  starts where the previous ends; a merged part wins over the run of parts it holds the bytes of).
+  A part is one PUT, which S3 makes atomic, so after a crash or a dropped connection the size is
+  exactly the bytes of the parts that were written, and a retry resumes there. Parts of one
+  session are PUT concurrently (``part_concurrency``); one that lands after a failed one is outside
+  the chain, i.e. not stored.
 - A part's index object is written before the part. An index object whose part is missing is an
-  orphan (a crash between the two): readers ignore it, the next append at that offset deletes it.
+  orphan (a crash between the two): readers ignore it, the next append deletes it, with the parts
+  outside the chain (debris, or a run a merged part replaced: readers of an older listing re-list).
 - An append resumes the index builder from the last part's ``index-state``: one HEAD, whatever the
   log's size or its longest line.
-- ``finalize`` verifies size and sha256 before it writes anything, composes ``log.txt`` by a
-  multipart upload (``UploadPartCopy`` of the parts of at least 5 MiB, server-side; smaller
-  neighbours are read and sent as parts of at least 5 MiB, so at most one 5 MiB buffer is held),
-  then ``log.idx`` (the index objects concatenated: ~0.04 % of the log), then ``log.done``, then
-  deletes the parts. A crash before ``log.done`` leaves the parts, and finalize runs again; a crash
-  after it leaves stray parts that the next finalize or the retention delete removes.
+- ``finalize`` verifies size and sha256 (the running hash of this process, else by reading the
+  parts), then writes ``log.done``: no byte is copied, the parts stay the log. A crash before
+  ``log.done`` leaves the log appendable and finalize runs again; after it, the next finalize or
+  the retention delete removes the leftovers (``log.started``, orphans).
 
 Readers (``rows``, ``read_raw``, ``stat``) work from one LIST of the execution's prefix: a consistent
 prefix of a growing log, or the sealed log. Logs-as-rows run the pure ``logrows`` query in a
 worker thread over a view whose reads hop back to the event loop as ranged GETs: a page or a tail
-reads a few index pages and a block or two of the log, never the whole object (``bytes_read``
-counts what was fetched). A reader whose parts vanish under it (finalize just composed them)
-continues on ``log.txt`` and ``log.idx``: the same bytes and the same records.
+reads a few index objects and a block or two of the log, never the whole log (``bytes_read``
+counts what was fetched). A reader whose parts vanish under it (a later append merged them and
+deleted the run) lists again and continues: the same bytes and the same records.
 
 Locks and running hashes are per process (``blobs_shared``). Several replicas go through
 ``blobs_ledger`` (PostgreSQL): its database lock makes an execution's session exclusive across
@@ -51,10 +56,12 @@ import asyncio
 import bisect
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, TypeVar
 from urllib.parse import urlsplit
@@ -65,6 +72,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.blobs import LogStat
+from gateway.blobs_s3_parts import Part, chain, merge_run, parse_part, part_name
 from gateway.blobs_shared import ExecutionLocks, HashCache, HashState
 from gateway.errors import ChecksumMismatch, Conflict, PayloadTooLarge, Unavailable
 from gateway.ledger import Start, start_decision
@@ -73,7 +81,11 @@ from gateway.logrows import RowPage, RowQuery, query_rows
 from gateway.settings import S3Settings
 
 MIN_PART = 5 << 20
-"""S3's smallest multipart part (all but the last)."""
+"""The smallest ``part_bytes``: S3's smallest multipart part, so the parts of a log can still be
+composed into one object by whoever needs one (``UploadPartCopy``)."""
+_RELIST = 3
+"""Times a reader lists again when a part of its listing vanished (merged meanwhile) before it
+gives up (a log deleted under it)."""
 READ_CHUNK = 256 << 10
 _INDEX_PAGE = 4096
 """Records fetched per ranged GET of ``log.idx`` (96 KiB)."""
@@ -103,34 +115,82 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class _Listing:
     """One LIST of an execution's prefix."""
 
-    parts: list[tuple[int, int]]
-    """(offset, size) of the parts chaining from 0, in order."""
-    index: dict[int, int]
-    """offset -> bytes of ``index/<offset>``, for offsets of chained parts only."""
+    candidates: list[Part]
+    """Every part object, in or out of the chain."""
+    index_objects: dict[str, int]
+    """Part name -> bytes of ``index/<name>``, for every index object."""
     files: dict[str, int]
-    """Other objects (``log.txt``, ``log.done``, ...) -> size."""
-    orphans: list[str] = field(default_factory=list)
-    """Keys (relative) of index objects and parts outside the chain."""
+    """Other objects (``log.done``, ``log.cursor``, ...) -> size."""
+    strays: list[str]
+    """Keys (relative) under ``parts/`` or ``index/`` that name no part."""
+    parts: list[Part] = field(default_factory=list)
+    """The chain (``blobs_s3_parts.chain``), in order."""
+
+    @classmethod
+    def of(cls, objects: dict[str, int], limit: int | None = None) -> "_Listing":
+        """From relative key -> size; the chain ends at or before ``limit`` (None: no limit)."""
+        candidates: list[Part] = []
+        index: dict[str, int] = {}
+        files: dict[str, int] = {}
+        strays: list[str] = []
+        for rel, size in objects.items():
+            kind, _, name = rel.partition("/")
+            if kind == "parts":
+                part = parse_part(name, size)
+                if part is None:
+                    strays.append(rel)
+                else:
+                    candidates.append(part)
+            elif kind == "index":
+                index[name] = size
+            else:
+                files[rel] = size
+        listing = cls(candidates, index, files, strays)
+        listing.parts = chain(candidates, limit)
+        return listing
+
+    def limited(self, limit: int) -> "_Listing":
+        return _Listing(self.candidates, self.index_objects, self.files, self.strays, chain(self.candidates, limit))
 
     @property
     def size(self) -> int:
-        return self.parts[-1][0] + self.parts[-1][1] if self.parts else 0
+        return self.parts[-1].end if self.parts else 0
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Part name -> bytes of its index object, for the chain's parts that have one."""
+        return {p.name: self.index_objects[p.name] for p in self.parts if p.name in self.index_objects}
+
+    @property
+    def orphans(self) -> list[str]:
+        """Keys (relative) of the parts and index objects outside the chain."""
+        names = {p.name for p in self.parts}
+        return (
+            [_part(p.name) for p in self.candidates if p.name not in names]
+            + [_index(n) for n in self.index_objects if n not in names]
+            + self.strays
+        )
 
     @property
     def exists(self) -> bool:
-        return bool(self.parts or self.files)
+        return bool(self.candidates or self.files)
 
     @property
     def sealed(self) -> bool:
         return "log.done" in self.files
 
+    @property
+    def composed(self) -> bool:
+        """Sealed by a gateway before part merging: the log is ``log.txt``, its index ``log.idx``."""
+        return self.sealed and "log.txt" in self.files
 
-def _part(offset: int) -> str:
-    return f"parts/{offset:020d}"
+
+def _part(name: str) -> str:
+    return f"parts/{name}"
 
 
-def _index(offset: int) -> str:
-    return f"index/{offset:020d}"
+def _index(name: str) -> str:
+    return f"index/{name}"
 
 
 class S3BlobStore:
@@ -145,6 +205,8 @@ class S3BlobStore:
     ) -> None:
         if settings.part_bytes < MIN_PART:
             raise ValueError(f"part_bytes must be at least {MIN_PART} (S3's smallest multipart part)")
+        if settings.part_concurrency < 1:
+            raise ValueError("part_concurrency must be at least 1")
         self.bucket, self.prefix = parse_s3_url(settings.url)
         self.settings = settings
         self.max_log_bytes = max_log_bytes
@@ -168,7 +230,10 @@ class S3BlobStore:
     async def open(self) -> None:
         s = self.settings
         config = AioConfig(
-            s3={"addressing_style": "path" if s.path_style else "auto"},
+            # No SigV4 hash of each body (botocore signs bodies over plain http, a second sha256
+            # pass over every byte on the event loop): over https TLS protects them, as AWS's own
+            # SDKs do by default, and on loopback there is nothing to protect.
+            s3={"addressing_style": "path" if s.path_style else "auto", "payload_signing_enabled": False},
             # Standard mode retries throttling (503 SlowDown) and transient 5xx/connection errors
             # with backoff, 4 attempts; anything else surfaces as a 503 to our client, who retries.
             retries={"mode": "standard", "max_attempts": 4},
@@ -262,7 +327,7 @@ class S3BlobStore:
         except (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise Unavailable(f"object storage unreachable during {what}: {type(exc).__name__}") from exc
 
-    async def _put(self, key: str, body: bytes, metadata: dict[str, str] | None = None) -> None:
+    async def _put(self, key: str, body: bytes | io.BytesIO, metadata: dict[str, str] | None = None) -> None:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key, "Body": body}
         if metadata:
             kwargs["Metadata"] = metadata
@@ -313,32 +378,16 @@ class S3BlobStore:
 
     async def _list(self, execution: str) -> _Listing:
         base = self._key(execution)
-        parts: dict[int, int] = {}
-        index: dict[int, int] = {}
-        files: dict[str, int] = {}
+        objects: dict[str, int] = {}
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": base}
         while True:
             page = await self._call("ListObjectsV2", self._client.list_objects_v2(**kwargs))
             for obj in page.get("Contents", []):
-                rel = obj["Key"][len(base):]
-                kind, _, offset = rel.partition("/")
-                if kind in ("parts", "index") and offset.isdigit():
-                    (parts if kind == "parts" else index)[int(offset)] = obj["Size"]
-                else:
-                    files[rel] = obj["Size"]
+                objects[obj["Key"][len(base):]] = obj["Size"]
             if not page.get("IsTruncated"):
                 break
             kwargs["ContinuationToken"] = page["NextContinuationToken"]
-        chain: list[tuple[int, int]] = []
-        pos = 0
-        for offset in sorted(parts):
-            if offset != pos or not parts[offset]:
-                break
-            chain.append((offset, parts[offset]))
-            pos += parts[offset]
-        chained = {offset for offset, _ in chain}
-        orphans = [_part(o) for o in parts if o not in chained] + [_index(o) for o in index if o not in chained]
-        return _Listing(chain, {o: n for o, n in index.items() if o in chained}, files, orphans)
+        return _Listing.of(objects)
 
     async def _done(self, execution: str) -> dict[str, Any]:
         return json.loads(await self._get(self._key(execution, "log.done")))
@@ -376,8 +425,7 @@ class S3BlobStore:
             cursor = await self._cursor(execution, listing)
             if listing.sealed:
                 done = await self._done(execution)
-                if listing.parts or listing.orphans:  # a crash after log.done: finish the cleanup
-                    await self._delete_parts(execution, listing)
+                await self._delete_parts(execution, listing)  # a crash after log.done: finish the cleanup
                 if done["size"] == size and sha256 in (None, done["sha256"]):
                     return LogStat(size, True, done["sha256"], cursor)
                 raise ChecksumMismatch(
@@ -393,91 +441,26 @@ class S3BlobStore:
                 digest = state.hasher.hexdigest()
             else:  # restarted (or evicted): read the parts once
                 hasher = hashlib.sha256()
-                for offset, length in listing.parts:
-                    async for chunk in self._stream(self._key(execution, _part(offset)), 0, length):
+                for part in listing.parts:
+                    async for chunk in self._stream(self._key(execution, _part(part.name)), 0, part.size):
                         hasher.update(chunk)
                 digest = hasher.hexdigest()
             if sha256 is not None and digest != sha256:
                 raise ChecksumMismatch("sha256 of the stored bytes differs", size=stored, sha256=digest)
-            await self._compose(execution, listing.parts)
-            index = b"".join([await self._get(self._key(execution, _index(o))) for o, _ in listing.parts if o in listing.index])
-            await self._put(self._key(execution, "log.idx"), index)
             await self._put(self._key(execution, "log.done"), json.dumps({"size": size, "sha256": digest}).encode())
             await self._delete_parts(execution, listing)
             self._hashes.drop(execution)
             return LogStat(size, True, digest, cursor)
 
     async def _delete_parts(self, execution: str, listing: _Listing) -> None:
-        keys = [_part(o) for o, _ in listing.parts] + [_index(o) for o in listing.index] + listing.orphans
+        """What a sealed log no longer needs: ``log.started`` and the objects outside its chain
+        (composed logs of older gateways: every part, their bytes are in ``log.txt``)."""
+        keys = list(listing.orphans)
+        if listing.composed:
+            keys += [_part(p.name) for p in listing.parts] + [_index(n) for n in listing.index]
         if "log.started" in listing.files:
             keys.append("log.started")
         await self._delete_keys([self._key(execution, k) for k in keys])
-
-    async def _compose(self, execution: str, parts: list[tuple[int, int]]) -> None:
-        """Write ``log.txt`` = the parts' bytes, in order, holding at most ``MIN_PART`` bytes."""
-        target = self._key(execution, "log.txt")
-        total = sum(n for _, n in parts)
-        if len(parts) == 1 and total >= MIN_PART:
-            source = {"Bucket": self.bucket, "Key": self._key(execution, _part(parts[0][0]))}
-            await self._call("CopyObject", self._client.copy_object(Bucket=self.bucket, Key=target, CopySource=source))
-            return
-        if total < 2 * MIN_PART:  # small: one PUT (a multipart upload needs two parts of 5 MiB)
-            body = b"".join([await self._get(self._key(execution, _part(o))) for o, _ in parts])
-            await self._put(target, body)
-            return
-        upload = await self._call(
-            "CreateMultipartUpload", self._client.create_multipart_upload(Bucket=self.bucket, Key=target)
-        )
-        upload_id = upload["UploadId"]
-        done: list[dict[str, Any]] = []
-
-        async def send(body: bytes) -> None:
-            resp = await self._call(
-                "UploadPart",
-                self._client.upload_part(Bucket=self.bucket, Key=target, UploadId=upload_id, PartNumber=len(done) + 1, Body=body),
-            )
-            done.append({"PartNumber": len(done) + 1, "ETag": resp["ETag"]})
-
-        async def copy(key: str, start: int, end: int) -> None:
-            resp = await self._call(
-                "UploadPartCopy",
-                self._client.upload_part_copy(
-                    Bucket=self.bucket, Key=target, UploadId=upload_id, PartNumber=len(done) + 1,
-                    CopySource={"Bucket": self.bucket, "Key": key}, CopySourceRange=f"bytes={start}-{end - 1}",
-                ),
-            )
-            done.append({"PartNumber": len(done) + 1, "ETag": resp["CopyPartResult"]["ETag"]})
-
-        try:
-            buf = bytearray()  # < MIN_PART between steps: the one buffer this holds
-            for offset, length in parts:
-                key = self._key(execution, _part(offset))
-                pos = 0
-                if buf:  # top the buffer up to a whole part from this one's head
-                    take = min(MIN_PART - len(buf), length)
-                    buf += await self._get(key, 0, take)
-                    pos = take
-                    if len(buf) >= MIN_PART:
-                        await send(bytes(buf))
-                        buf.clear()
-                if pos == length:
-                    continue
-                if not buf and length - pos >= MIN_PART:
-                    await copy(key, pos, length)  # server-side, no bytes through the gateway
-                else:
-                    buf += await self._get(key, pos, length)
-            if buf:
-                await send(bytes(buf))  # the last part may be smaller than 5 MiB
-            await self._call(
-                "CompleteMultipartUpload",
-                self._client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=target, UploadId=upload_id, MultipartUpload={"Parts": done}
-                ),
-            )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await _finish(self._client.abort_multipart_upload(Bucket=self.bucket, Key=target, UploadId=upload_id))
-            raise
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -517,31 +500,36 @@ class S3BlobStore:
         listing = await self._list(execution)
         if not listing.exists:
             return None
+        size = listing.size
         if listing.sealed:
             try:
                 size = (await self._done(execution))["size"]
             except _Missing:
                 return None
-            return _ObjectView(self, execution, size, listing.files.get("log.idx", 0) // RECORD_SIZE, None)
-        return _ObjectView(self, execution, listing.size, sum(listing.index.values()) // RECORD_SIZE, listing)
+        return _ObjectView(self, execution, size, listing)
 
     async def read_raw(self, execution: str, start: int, end: int) -> AsyncIterator[bytes]:
-        listing = await self._list(execution)
         pos = start
-        if not listing.sealed:
+        listing = await self._list(execution)
+        for attempt in range(_RELIST + 1):
+            if listing.composed:
+                async for chunk in self._stream(self._key(execution, "log.txt"), pos, end):
+                    pos += len(chunk)
+                    yield chunk
+                return
             try:
-                for offset, length in listing.parts:
-                    if offset + length <= pos or pos >= end:
+                for part in listing.parts:
+                    if part.end <= pos or pos >= end:
                         continue
-                    async for chunk in self._stream(self._key(execution, _part(offset)), pos - offset, min(length, end - offset)):
+                    key = self._key(execution, _part(part.name))
+                    async for chunk in self._stream(key, pos - part.offset, min(part.size, end - part.offset)):
                         pos += len(chunk)
                         yield chunk
-                if pos >= end:
-                    return
-            except _Missing:
-                pass  # composed into log.txt meanwhile: the rest comes from there
-        async for chunk in self._stream(self._key(execution, "log.txt"), pos, end):
-            yield chunk
+                return
+            except _Missing:  # merged meanwhile (or the log was deleted): list again, go on from pos
+                if attempt == _RELIST:
+                    raise
+                listing = await self._list(execution)
 
     # --- retention ---------------------------------------------------------------------------
 
@@ -570,24 +558,52 @@ class S3BlobStore:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(_THREAD_WAIT)
 
 
+@dataclass
+class _Batch:
+    """A part on its way: cut from the received bytes in order, stored by ``_Appender._put``."""
+
+    offset: int
+    chunks: list[bytes]
+    """Its bytes, as received (copied once, into the request body, by ``_put``)."""
+    size: int
+    index: bytes
+    """Its packed index records."""
+    state: str
+    """The index builder's state after it."""
+    run: list[Part]
+    """The trailing parts it absorbs (``merge_run``): stored as one part with them, from the first's
+    offset."""
+
+
 class _Appender:
     """One append session, owned by the task holding the execution's lock.
 
-    Chunks collect in ``_pending`` until ``part_bytes``; then one part is stored (its index object,
-    then the part) while the next fills, so memory is two parts whatever the log's size. A failed
-    store breaks the session: nothing more is written, and the client resumes from the stored size.
+    Chunks collect in ``_pending`` until ``part_bytes``; then a part is cut (index records, hash,
+    merge decision, in log order) and stored by a task of its own (its index object, then the
+    part), up to ``part_concurrency`` at once while the next fills: memory is that many parts plus
+    one, whatever the log's size. Parts complete in order (``_settle``); the first failure breaks
+    the session: nothing more is written, the parts after it are outside the chain, and the client
+    resumes from the stored size.
     """
 
     def __init__(self, store: S3BlobStore, execution: str) -> None:
         self._store = store
         self._execution = execution
-        #: Bytes in stored parts. Advanced by ``_store_part`` (one at a time).
+        #: The log's chain as stored: the listing's, then each settled part. Owned by the session's task.
+        self._chain: list[Part] = []
+        #: Bytes in stored parts (where ``_chain`` ends). Advanced by ``_settle``, in order.
         self._stored = 0
-        #: Bytes accepted: stored + in flight + pending.
+        #: Bytes cut into parts (stored or in flight): where the next part starts.
+        self._cut_at = 0
+        #: Bytes accepted: cut + pending.
         self._accepted = 0
         self._pending: list[tuple[bytes, int]] = []
         self._pending_bytes = 0
-        self._inflight: asyncio.Task[None] | None = None
+        #: Parts being stored, oldest first, with the tasks storing them.
+        self._inflight: deque[tuple[_Batch, asyncio.Task[Part]]] = deque()
+        #: The hash updates, chained in log order in a worker thread; the last one.
+        self._hashing: asyncio.Future[None] | None = None
+        self._merged = False  # whether the session's first part was cut (only it merges)
         self._builder = IndexBuilder()
         self._broken: BaseException | None = None
         self.hash_state: HashState | None = None
@@ -600,16 +616,19 @@ class _Appender:
         store, ex = self._store, self._execution
         listing = await store._list(ex)
         if listing.sealed:
-            size = listing.files.get("log.txt", 0)
+            size = listing.files.get("log.txt", 0) if listing.composed else listing.size
+            with contextlib.suppress(_Missing):
+                size = (await store._done(ex))["size"]
             raise Conflict("the log is finalized and takes no more bytes", code="log_finalized", size=size)
-        await self._cut(listing, acknowledged)
-        self._stored = self._accepted = listing.size
+        listing = self._cut(listing, acknowledged)
+        self._stored = self._cut_at = self._accepted = listing.size
+        self._chain = listing.parts
         if not listing.exists:
             await store._put(store._key(ex, "log.started"), b"")
-        if listing.orphans:  # a crash between an index object and its part (or older debris)
+        if listing.orphans:  # debris of a crash or of a dead replica, runs replaced by merged parts
             await store._delete_keys([store._key(ex, k) for k in listing.orphans])
         if listing.parts:
-            last = listing.parts[-1][0]
+            last = listing.parts[-1].name
             head = await store._call("HeadObject", store._client.head_object(Bucket=store.bucket, Key=store._key(ex, _part(last))))
             try:
                 self._builder = IndexBuilder.load_state(head.get("Metadata", {})[_STATE_META])
@@ -620,24 +639,23 @@ class _Appender:
         elif self._stored == 0:
             self.hash_state = HashState(0, hashlib.sha256())
 
-    async def _cut(self, listing: _Listing, acknowledged: int | None) -> None:
-        """Apply ``ledger.start_decision``: drop the parts (and their index objects) of a dead
-        replica's unacknowledged tail. Every acknowledged size ends a part (a session stores its
-        last part before it records its size), so the tail is whole parts."""
+    def _cut(self, listing: _Listing, acknowledged: int | None) -> _Listing:
+        """Apply ``ledger.start_decision``: the chain that ends at the acknowledged size; the parts
+        of a dead replica's unacknowledged tail (a merged part reaching past it included) are then
+        outside it, deleted with the other orphans. Every acknowledged size ends a part (a session
+        stores its last part before it records its size, and a run a merged part replaced stays
+        until a session starts past that part's end)."""
         start = start_decision(listing.size, acknowledged)
         if start.action is Start.LOST:
             raise Unavailable(
                 f"the log holds {listing.size} bytes but {acknowledged} were acknowledged: the bucket lost parts"
             )
         if start.action is not Start.CUT:
-            return
-        keep = [p for p in listing.parts if p[0] < start.size]
-        if (keep[-1][0] + keep[-1][1] if keep else 0) != start.size:
+            return listing
+        cut = listing.limited(start.size)
+        if cut.size != start.size:
             raise Unavailable(f"no part of {self._execution!r} ends at the acknowledged size {start.size}")
-        tail = [o for o, _ in listing.parts if o >= start.size]
-        keys = [_part(o) for o in tail] + [_index(o) for o in tail if o in listing.index]
-        await self._store._delete_keys([self._store._key(self._execution, k) for k in keys])
-        listing.parts = keep
+        return cut
 
     async def write(self, data: bytes, ts_ms: int) -> None:
         if not data:
@@ -649,12 +667,11 @@ class _Appender:
         self._pending_bytes += len(data)
         self._accepted += len(data)
         if self._pending_bytes >= self._store.settings.part_bytes:
-            await self._drain()
-            self._inflight = asyncio.ensure_future(self._store_part(self._take()))
+            await self._launch()
 
     async def sync(self) -> int:
-        await self._drain()
-        await self._store_part(self._take())
+        await self._launch()
+        await self._settle(0)
         return self._stored
 
     async def commit_cursor(self, cursor: str) -> None:
@@ -663,79 +680,172 @@ class _Appender:
 
     async def aclose(self) -> None:
         try:
-            await self._drain()
-        finally:
             if self._broken is None:
-                await self._store_part(self._take())
+                await self._launch()
+        finally:
+            await self._settle(0)
 
     def _check(self) -> None:
         if self._broken is not None:
             raise Unavailable("an earlier write of this upload failed; resume at the stored size") from self._broken
 
-    def _take(self) -> list[tuple[bytes, int]]:
-        batch, self._pending, self._pending_bytes = self._pending, [], 0
-        return batch
-
-    async def _drain(self) -> None:
-        if self._inflight is not None:
-            inflight, self._inflight = self._inflight, None
-            await inflight
-
-    async def _store_part(self, batch: list[tuple[bytes, int]]) -> None:
-        if not batch:
+    async def _launch(self) -> None:
+        """Cut the pending bytes into a part and start storing it, once fewer than
+        ``part_concurrency`` parts are in flight."""
+        if not self._pending:
             return
         self._check()
-        store, ex = self._store, self._execution
-        data = b"".join(chunk for chunk, _ in batch)
-        offset = self._stored
-        try:
-            records: list[IndexRecord] = []
-            for chunk, ts in batch:
-                records += self._builder.feed(chunk, ts)
-            if records:  # the index object first: a crash before the part leaves an orphan, never a gap
-                await store._put(store._key(ex, _index(offset)), b"".join(r.pack() for r in records))
-            await store._put(store._key(ex, _part(offset)), data, {_STATE_META: self._builder.dump_state()})
-        except BaseException as exc:
-            self._broken = exc
-            self.hash_state = None  # finalize re-reads the parts
-            self._accepted = self._stored
-            self._pending, self._pending_bytes = [], 0
-            raise
+        await self._settle(self._store.settings.part_concurrency - 1)
+        batch = self._take()
+        self._inflight.append((batch, asyncio.ensure_future(self._put(batch))))
+
+    def _take(self) -> _Batch:
+        pending, size, self._pending, self._pending_bytes = self._pending, self._pending_bytes, [], 0
+        records: list[IndexRecord] = []
+        for chunk, ts in pending:
+            records += self._builder.feed(chunk, ts)
+        chunks = [chunk for chunk, _ in pending]
+        run: list[Part] = []
+        if not self._merged:
+            self._merged = True
+            n = merge_run(self._chain, size, self._store.settings.part_bytes)
+            run = self._chain[len(self._chain) - n :] if n else []
+        batch = _Batch(self._cut_at, chunks, size, b"".join(r.pack() for r in records), self._builder.dump_state(), run)
+        self._cut_at += size
         if self.hash_state is not None:
-            self.hash_state.hasher.update(data)
-            self.hash_state.size += len(data)
-        self._stored += len(data)
+            self._hashing = asyncio.ensure_future(_hash_after(self._hashing, self.hash_state, chunks))
+        return batch
+
+    async def _put(self, batch: _Batch) -> Part:
+        """Store one part (its index object first: a crash before the part leaves an orphan, never
+        a gap), absorbing its run: the run's bytes and records are fetched and stored before its own."""
+        store, ex = self._store, self._execution
+        pieces, index, offset = batch.chunks, batch.index, batch.offset
+        if batch.run:
+            offset = batch.run[0].offset
+            listed = await asyncio.gather(
+                *(store._get(store._key(ex, _part(p.name))) for p in batch.run),
+                *(self._index_of(p) for p in batch.run),
+            )
+            pieces = [*listed[: len(batch.run)], *pieces]
+            index = b"".join([*listed[len(batch.run):], index])
+        # One copy, into a buffer of its own: botocore would wrap bytes in a BytesIO sharing them,
+        # which aiohttp's payload (``getbuffer``) then copies once more.
+        body = io.BytesIO()
+        for piece in pieces:
+            body.write(piece)
+        body.seek(0)
+        end = batch.offset + batch.size
+        name = part_name(offset, end)
+        if index:
+            await store._put(store._key(ex, _index(name)), index)
+        await store._put(store._key(ex, _part(name)), body, {_STATE_META: batch.state})
+        return Part(offset, end - offset, name)
+
+    async def _index_of(self, part: Part) -> bytes:
+        try:
+            return await self._store._get(self._store._key(self._execution, _index(part.name)))
+        except _Missing:  # no line starts in that part
+            return b""
+
+    async def _settle(self, keep: int) -> None:
+        """Wait, oldest first, until at most ``keep`` parts are in flight; the chain and the stored
+        size follow each part stored. The first failure breaks the session: the parts after it are
+        cancelled (outside the chain whether they landed or not) and it is raised. A cancelled
+        caller leaves the parts going (a handler cancelled mid-body still stores what arrived)."""
+        while len(self._inflight) > keep:
+            batch, task = self._inflight[0]
+            try:
+                part = await asyncio.shield(task)
+            except BaseException as exc:
+                if not task.done():
+                    raise  # this session's task was cancelled, not the part: ``aclose`` settles it
+                await self._fail(exc)
+                raise
+            self._inflight.popleft()
+            self._chain = self._chain[: len(self._chain) - len(batch.run)] + [part]
+            self._stored = part.end
+        if not self._inflight and self._hashing is not None:
+            await asyncio.shield(self._hashing)  # the hash's size must stay the bytes it hashed
+            self._hashing = None
+
+    async def _fail(self, exc: BaseException) -> None:
+        self._broken = self._broken or exc
+        self.hash_state = None  # finalize re-reads the parts
+        tasks = [task for _, task in self._inflight]
+        if self._hashing is not None:
+            tasks.append(self._hashing)
+        self._inflight.clear()
+        self._hashing = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._accepted = self._cut_at = self._stored
+        self._pending, self._pending_bytes = [], 0
+
+
+async def _hash_after(previous: "asyncio.Future[None] | None", state: HashState, chunks: list[bytes]) -> None:
+    """Add ``chunks`` to the running hash after ``previous`` did (log order), in a worker thread
+    (sha256 releases the GIL: the event loop keeps receiving meanwhile)."""
+    if previous is not None:
+        await previous
+
+    def update() -> None:
+        for chunk in chunks:
+            state.hasher.update(chunk)
+
+    await asyncio.to_thread(update)
+    state.size += sum(len(c) for c in chunks)
 
 
 class _ObjectView:
-    """``logrows.IndexedLog`` over the objects of one log, fixed at the listing it was made from.
-    Used from a worker thread; every fetch runs on the event loop (``S3BlobStore._blocking``).
+    """``logrows.IndexedLog`` over the objects of one log, the first ``size`` bytes of the listing it
+    was made from. Used from a worker thread; every fetch runs on the event loop
+    (``S3BlobStore._blocking``).
 
-    Sealed (``listing`` None): records are read from ``log.idx`` a page of ``_INDEX_PAGE`` at a
-    time, bytes from ``log.txt``. Growing: records come from the parts' index objects (fetched
-    whole, a few KiB each), bytes from the parts; if a part is gone (finalize composed it), the
-    view turns into the sealed one -- same bytes, same record numbering.
+    Records come from the chain's index objects (fetched whole, a few KiB each), bytes from its
+    parts. If a part or an index object is gone (a later append merged its run), the view lists
+    again: the same bytes and the same record numbering, from fewer objects. A log composed by an
+    older gateway reads records from ``log.idx`` a page of ``_INDEX_PAGE`` at a time, bytes from
+    ``log.txt``.
     """
 
-    def __init__(self, store: S3BlobStore, execution: str, size: int, count: int, listing: _Listing | None) -> None:
+    def __init__(self, store: S3BlobStore, execution: str, size: int, listing: _Listing) -> None:
         self._store = store
         self._execution = execution
         self.size = size
-        self._count = count
-        self._sealed = listing is None
         self._pages: dict[int, list[IndexRecord]] = {}
-        if listing is not None:
-            self._parts = listing.parts
-            self._part_starts = [o for o, _ in listing.parts]
-            #: (offset of the part, index of its first record), for parts with index objects.
-            self._index_objects: list[tuple[int, int]] = []
-            first = 0
-            for offset, _ in listing.parts:
-                n = listing.index.get(offset, 0) // RECORD_SIZE
-                if n:
-                    self._index_objects.append((offset, first))
-                    first += n
-            self._index_firsts = [f for _, f in self._index_objects]
+        self._load(listing)
+        self._count = self._listed_count
+
+    def _load(self, listing: _Listing) -> None:
+        self._pages.clear()
+        self._composed = listing.composed
+        if self._composed:
+            self._listed_count = listing.files.get("log.idx", 0) // RECORD_SIZE
+            return
+        self._parts = listing.parts
+        self._part_starts = [p.offset for p in listing.parts]
+        #: (name of the part, index of its first record), for parts with index objects.
+        self._index_objects: list[tuple[str, int]] = []
+        first = 0
+        index = listing.index
+        for part in listing.parts:
+            n = index.get(part.name, 0) // RECORD_SIZE
+            if n and part.offset < self.size:
+                self._index_objects.append((part.name, first))
+                first += n
+        self._index_firsts = [f for _, f in self._index_objects]
+        self._listed_count = first
+
+    def _relisted(self, attempt: int) -> None:
+        """After a fetch found an object gone: list again (bounded; then it is gone for good)."""
+        if attempt == _RELIST:
+            raise _Missing(self._execution)
+        listing = self._store._blocking(self._store._list(self._execution))
+        if not listing.exists:
+            raise _Missing(self._execution)
+        self._load(listing)
 
     def record_count(self) -> int:
         # A log whose first part carries no record cannot exist (the first line starts at 0), but a
@@ -745,11 +855,14 @@ class _ObjectView:
     def record(self, i: int) -> IndexRecord:
         if not self._count:
             return IndexRecord(0, 0, 0)
-        if not self._sealed:
+        for attempt in range(_RELIST + 1):
             try:
-                return self._growing_record(i)
+                return self._composed_record(i) if self._composed else self._part_record(i)
             except _Missing:
-                self._sealed = True
+                self._relisted(attempt)
+        raise AssertionError("unreachable")
+
+    def _composed_record(self, i: int) -> IndexRecord:
         page = i // _INDEX_PAGE
         records = self._pages.get(page)
         if records is None:
@@ -762,15 +875,14 @@ class _ObjectView:
             self._remember(page, records)
         return records[i - page * _INDEX_PAGE]
 
-    def _growing_record(self, i: int) -> IndexRecord:
+    def _part_record(self, i: int) -> IndexRecord:
         j = bisect.bisect_right(self._index_firsts, i) - 1
-        offset, first = self._index_objects[j]
-        key = -1 - j  # growing pages are keyed by index object, negated: never a log.idx page number
-        records = self._pages.get(key)
+        name, first = self._index_objects[j]
+        records = self._pages.get(j)
         if records is None:
-            raw = self._store._blocking(self._store._get(self._store._key(self._execution, _index(offset))))
+            raw = self._store._blocking(self._store._get(self._store._key(self._execution, _index(name))))
             records = [IndexRecord.unpack(raw[k : k + RECORD_SIZE]) for k in range(0, len(raw), RECORD_SIZE)]
-            self._remember(key, records)
+            self._remember(j, records)
         return records[i - first]
 
     def _remember(self, key: int, records: list[IndexRecord]) -> None:
@@ -782,21 +894,23 @@ class _ObjectView:
         end = min(self.size, offset + n)
         if offset >= end:
             return b""
-        if not self._sealed:
+        for attempt in range(_RELIST + 1):
             try:
+                if self._composed:
+                    return self._store._blocking(self._store._get(self._store._key(self._execution, "log.txt"), offset, end))
                 return self._store._blocking(self._read_parts(offset, end))
             except _Missing:
-                self._sealed = True
-        return self._store._blocking(self._store._get(self._store._key(self._execution, "log.txt"), offset, end))
+                self._relisted(attempt)
+        raise AssertionError("unreachable")
 
     async def _read_parts(self, start: int, end: int) -> bytes:
         out = []
         j = bisect.bisect_right(self._part_starts, start) - 1
         pos = start
         while pos < end and j < len(self._parts):
-            offset, length = self._parts[j]
-            stop = min(end, offset + length)
-            out.append(await self._store._get(self._store._key(self._execution, _part(offset)), pos - offset, stop - offset))
+            part = self._parts[j]
+            stop = min(end, part.end)
+            out.append(await self._store._get(self._store._key(self._execution, _part(part.name)), pos - part.offset, stop - part.offset))
             pos = stop
             j += 1
         return b"".join(out)

@@ -213,9 +213,14 @@ class S3Settings:
     ``retention`` + this many days after they were written (a backstop for blobs the sweeper
     missed); 0 sets no rule. Records with a longer ``ttlSeconds`` outlive it: use 0 then."""
 
-    part_bytes: int = 8 << 20
-    """An upload stores its bytes as objects of at most this many bytes (at least 5 MiB, the
-    smallest multipart part, so finalize can compose them by server-side copy)."""
+    part_bytes: int = 16 << 20
+    """An upload stores its bytes as part objects of about this many bytes (at least 5 MiB, S3's
+    smallest multipart part); a request's last, smaller part is merged into later ones
+    (``blobs_s3_parts``), so a 1 GiB log is about 64 objects however it was shipped. Memory per
+    upload: (``part_concurrency`` + 1) parts."""
+
+    part_concurrency: int = 3
+    """Parts of one upload stored at once, while the next one fills."""
 
     @property
     def enabled(self) -> bool:

@@ -22,7 +22,9 @@ What it does:
    local file with fsync before and after the upload (the baseline: the disk's write path; the
    mean of the two), and uploads it through
    ``PUT /internal/tasks/{execution}/logs?offset=N`` in ``--put-mb`` requests with fsync on (as in
-   production) and finalizes it; prints both throughputs and their ratio, measured in the same run.
+   production) and finalizes it; prints both throughputs and their ratio, measured in the same run,
+   with and without the finalize, and the CPU seconds the gateway, this client and (``--s3``)
+   SeaweedFS spent on each.
 5. Tail: ``tail=100`` on that log ``--samples`` times (and a page from the middle, and a time
    window); prints p50/p99.
 """
@@ -49,7 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gateway.model import COLUMNS  # noqa: E402
 from gateway.server import make_stores  # noqa: E402
 from gateway.settings import Settings, StorageSettings  # noqa: E402
-from perf.common import start_busy, stop_busy  # noqa: E402
+from perf.common import proc_cpu_seconds, start_busy, stop_busy  # noqa: E402
 
 TOKEN = "bench-token"
 DAY_MS = 86_400_000
@@ -347,7 +349,14 @@ async def file_part(path: str, start: int, end: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def bench_log(http: aiohttp.ClientSession, url: str, work: str, log_mb: int, put_mb: int, samples: int) -> None:
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each labelled process."""
+    return {label: proc_cpu_seconds(pid) for label, pid in pids.items()}
+
+
+async def bench_log(
+    http: aiohttp.ClientSession, url: str, work: str, log_mb: int, put_mb: int, samples: int, pids: dict[str, int]
+) -> None:
     size = log_mb << 20
     src = os.path.join(work, "bench.log")
     t = time.perf_counter()
@@ -357,6 +366,7 @@ async def bench_log(http: aiohttp.ClientSession, url: str, work: str, log_mb: in
     os.unlink(os.path.join(work, "copy.log"))
     name = "bench-exec-28950000"
     auth = {"Authorization": f"Bearer {TOKEN}"}
+    cpu0 = cpu_of(pids)
     started = time.perf_counter()
     offset = 0
     while offset < size:
@@ -368,10 +378,12 @@ async def bench_log(http: aiohttp.ClientSession, url: str, work: str, log_mb: in
             assert resp.status == 200, body
             offset = body["size"]
     upload = time.perf_counter() - started
+    cpu1 = cpu_of(pids)
     t = time.perf_counter()
     async with http.post(f"{url}/internal/tasks/{name}/logs/finalize", json={"size": size, "sha256": digest}, headers=auth) as resp:
         assert resp.status == 200, await resp.text()
     finalize = time.perf_counter() - t
+    cpu2 = cpu_of(pids)
     after = copy_baseline(src, os.path.join(work, "copy.log"))
     os.unlink(os.path.join(work, "copy.log"))
     baseline = (before + after) / 2  # the disk's state drifts (writeback); bracket the upload
@@ -379,6 +391,12 @@ async def bench_log(http: aiohttp.ClientSession, url: str, work: str, log_mb: in
     print(f"  local file copy + fsync      {mib / baseline:8.1f} MiB/s   (before {mib / before:.0f}, after {mib / after:.0f})")
     print(f"  HTTP upload ({put_mb} MiB PUTs)    {mib / upload:8.1f} MiB/s   ratio {baseline / upload:.2f} of the local copy")
     print(f"  finalize (sha256 check)      {finalize * 1000:8.1f} ms")
+    print(f"  upload + finalize            {mib / (upload + finalize):8.1f} MiB/s   ratio {baseline / (upload + finalize):.2f} of the local copy")
+    for label in pids:
+        print(f"  CPU s of {label:20s}upload {cpu1[label] - cpu0[label]:6.1f}   finalize {cpu2[label] - cpu1[label]:6.1f}")
+
+    if samples <= 0:
+        return
 
     async def timed(params: dict[str, Any]) -> float:
         t = time.perf_counter()
@@ -407,7 +425,7 @@ def main() -> None:
     p.add_argument("--put-mb", type=int, default=64, help="MiB per upload request")
     p.add_argument("--pages", type=int, default=20, help="pages per list walk")
     p.add_argument("--walks", type=int, default=10, help="list walks per filter")
-    p.add_argument("--samples", type=int, default=50, help="requests per log query kind")
+    p.add_argument("--samples", type=int, default=50, help="requests per log query kind (0: upload and finalize only)")
     p.add_argument("--database-url", default=None, help="default: a SQLite file in the work directory")
     p.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL server for the records")
     p.add_argument("--s3", action="store_true", help="logs in SeaweedFS started by tools/s3server.sh (built first)")
@@ -453,7 +471,11 @@ async def run(args: argparse.Namespace, work: str, database_url: str, extra_env:
             if args.explain and database_url.startswith("postgres"):
                 await explain_list(database_url)
             if args.log_mb > 0:
-                await bench_log(http, url, work, args.log_mb, args.put_mb, args.samples)
+                pids = {"the gateway": proc.pid, "this client": os.getpid()}
+                s3_pid = os.path.join(work, "s3", "pid")
+                if os.path.exists(s3_pid):
+                    pids["SeaweedFS"] = int(open(s3_pid).read())
+                await bench_log(http, url, work, args.log_mb, args.put_mb, args.samples, pids)
     finally:
         stop_busy(busy)
         proc.terminate()

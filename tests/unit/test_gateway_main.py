@@ -58,6 +58,14 @@ def test_defaults_and_environment(tmp_path: Path) -> None:
     assert s.auth.user_tokens is None and not s.auth.require_auth  # the public API stays open by default
 
 
+def test_s3_part_size_and_concurrency_from_flag_or_environment() -> None:
+    env = {"FABRIC_GATEWAY_INTERNAL_TOKEN": "abc", "FABRIC_GATEWAY_S3_PART_CONCURRENCY": "5"}
+    s = settings_from(["--blob-url", "s3://logs", "--s3-part-bytes", str(32 << 20)], env)
+    assert (s.s3.part_bytes, s.s3.part_concurrency) == (32 << 20, 5)
+    s = settings_from([], {"FABRIC_GATEWAY_INTERNAL_TOKEN": "abc"})
+    assert (s.s3.part_bytes, s.s3.part_concurrency) == (16 << 20, 3)
+
+
 def tokens_file(tmp_path: Path, entries: list[dict[str, Any]]) -> str:
     path = tmp_path / "tokens.yaml"
     path.write_text(json.dumps({"tokens": entries}))

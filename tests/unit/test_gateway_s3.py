@@ -5,9 +5,10 @@ ranges, follow) runs against S3 in ``test_gateway_api.py`` and ``test_gateway_fo
 - a dropped upload keeps the parts that were stored, and a retry resumes exactly there;
 - a crash between a part's index object and the part (an orphan) or after a part: the stored size
   is the sum of the parts, the next append resumes the index from the last part's state;
-- finalize refuses a wrong checksum and leaves the log appendable; composes small and large parts;
+- small requests merge into few parts while the log grows; finalize seals the parts, copying none;
+- finalize refuses a wrong checksum and leaves the log appendable;
 - a tail or a page of a ~100 MB log fetches a bounded number of bytes, growing or sealed;
-- a reader whose parts are composed away under it continues on log.txt;
+- a reader whose parts are merged away under it lists again and continues;
 - retention removes every object; the lifecycle rule is applied at startup.
 """
 
@@ -86,22 +87,30 @@ def test_s3_urls() -> None:
             parse_s3_url(bad)
 
 
-async def test_parts_compose_into_one_object_on_finalize(store: S3BlobStore, s3_server: S3Server, bucket: str) -> None:  # noqa: F811
-    # Large parts (copied server-side), then small ones (one per small request: read and merged).
+async def test_small_requests_merge_into_few_parts_and_finalize_copies_nothing(
+    store: S3BlobStore, s3_server: S3Server, bucket: str  # noqa: F811
+) -> None:
+    # Large parts, then small requests (each one stored as a part, merged into the trailing small
+    # parts by the binary-counter rule of blobs_s3_parts.merge_run).
     data = lines(0, 260_000)  # ~15 MB
     big = 11 << 20
-    assert await put_log(store, "comp-1", data[:big]) == big
+    assert await put_log(store, "comp-1", data[:big]) == big  # parts of 5 MiB, 5 MiB and 1 MiB
     pos = big
     for step in (100, 70_000, 1, 2 << 20, 3_000):
         async with store.append("comp-1") as log:
             await log.write(data[pos : pos + step], 5000)
             pos = await log.sync()
     assert await put_log(store, "comp-1", data[pos:]) == len(data)
-    names = await keys(s3_server, bucket, "comp-1")
-    assert sum(n.startswith("parts/") for n in names) == 9 and "log.started" in names
     stat = await store.finalize("comp-1", len(data), hashlib.sha256(data).hexdigest())
     assert stat.sealed and stat.size == len(data)
-    assert await keys(s3_server, bucket, "comp-1") == ["log.done", "log.idx", "log.txt"]
+    names = await keys(s3_server, bucket, "comp-1")
+    # 5 MiB, 5 MiB, 1 MiB, then: 100 B stays alone (1 MiB > 100 B), 70 kB absorbs it, 1 B stays
+    # alone, 2 MiB absorbs 1 B, 70 kB and the 1 MiB tail, 3 kB stays alone, the last ~70 kB absorbs
+    # it: 4 parts where each request's part would be 9; finalize copies none of them.
+    sizes = [int(n.split("-")[1]) - int(n.split("/")[1].split("-")[0]) for n in names if n.startswith("parts/")]
+    assert sizes[:2] == [5 << 20, 5 << 20] and len(sizes) == 4, sizes
+    assert sizes[2] == (1 << 20) + 70_000 + 100 + 1 + (2 << 20) and sum(sizes) == len(data)
+    assert "log.done" in names and "log.started" not in names and "log.txt" not in names
     got = b"".join([c async for c in store.read_raw("comp-1", 0, len(data))])
     assert got == data
     page = await rows_of(store, "comp-1", tail=3)
@@ -124,7 +133,7 @@ async def test_finalize_checksum_mismatch_changes_nothing(store: S3BlobStore, s3
     with pytest.raises(ChecksumMismatch) as short:
         await store.finalize("sum-1", len(data) - 1, None)
     assert short.value.code == "size_mismatch" and short.value.extra["size"] == len(data)
-    assert "log.txt" not in await keys(s3_server, bucket, "sum-1")
+    assert "log.done" not in await keys(s3_server, bucket, "sum-1")
     more = lines(1000, 10)
     async with store.append("sum-1") as log:  # still open for bytes
         await log.write(more, 2000)
@@ -142,7 +151,7 @@ async def test_crash_between_and_after_parts_resumes_exactly(s3_server: S3Server
     parts = sorted(n for n in names if n.startswith("parts/"))
     assert len(parts) == 4 and stored == 16 << 20
     # A crash after the last part's index object was written but before the part: delete the part.
-    last = int(parts[-1].split("/")[1])
+    last = int(parts[-1].split("/")[1].split("-")[0])
     async with s3_server.client() as s3:
         await s3.delete_object(Bucket=bucket, Key=f"gw/tasks/crash-1/{parts[-1]}")
     second = S3BlobStore(settings)
@@ -155,7 +164,7 @@ async def test_crash_between_and_after_parts_resumes_exactly(s3_server: S3Server
         assert [r.line for r in page.rows] == [page.total_lines - 1, page.total_lines]
         # The shipper resumes at the stored size; the index builder resumes from the last part.
         assert await put_log(second, "crash-1", data[last:], ts=9000) == len(data)
-        assert f"index/{last:020d}" in await keys(s3_server, bucket, "crash-1")
+        assert any(k.startswith(f"index/{last:020d}-") for k in await keys(s3_server, bucket, "crash-1"))
         await second.finalize("crash-1", len(data), hashlib.sha256(data).hexdigest())  # hashed from the parts
         everything = await rows_of(second, "crash-1", after=1000, limit=3)
         assert [r.text for r in everything.rows] == [lines(i, 1)[:-1].decode() for i in (1000, 1001, 1002)]
@@ -183,7 +192,7 @@ async def test_tail_of_a_100mb_log_reads_a_bounded_number_of_bytes(store: S3Blob
     fetched, page = await cost(after=900_000, limit=100)
     assert page.rows[0].text == lines(900_000, 1)[:-1].decode() and fetched < (1 << 20) + (512 << 10), fetched
     await store.finalize("big-1", len(data), hashlib.sha256(data).hexdigest())
-    fetched, page = await cost(tail=100)  # sealed: log.idx pages and log.txt ranges
+    fetched, page = await cost(tail=100)  # sealed: the same index objects and parts
     assert [r.text for r in page.rows] == expected
     assert fetched < 512 << 10, fetched
     before = store.bytes_read
@@ -191,15 +200,23 @@ async def test_tail_of_a_100mb_log_reads_a_bounded_number_of_bytes(store: S3Blob
     assert store.bytes_read - before == 100
 
 
-async def test_a_reader_continues_when_finalize_composes_the_parts_away(store: S3BlobStore) -> None:
-    data = lines(0, 200_000)
+async def test_a_reader_continues_when_its_parts_are_merged_away(store: S3BlobStore, s3_server: S3Server, bucket: str) -> None:  # noqa: F811
+    data = lines(0, 200_000)  # ~11 MB: 5 MiB, 5 MiB and a small tail part
     await put_log(store, "race-1", data)
     view = await store._view("race-1")  # a reader's snapshot of the growing log...
     assert view is not None
-    await store.finalize("race-1", len(data), None)  # ...whose parts are then deleted
+    more = lines(200_000, 30_000)  # ...whose tail part the next request absorbs...
+    await put_log(store, "race-1", more)
+    async with store.append("race-1"):
+        pass  # ...and the next session deletes the run the merged part replaced
+    assert len([k for k in await keys(s3_server, bucket, "race-1") if k.startswith("parts/")]) == 3
     page = await asyncio.to_thread(query_rows, view, RowQuery(tail=2), max_row_bytes=1 << 16, max_response_bytes=1 << 20)
     assert [r.text for r in page.rows] == [lines(i, 1)[:-1].decode() for i in (199_998, 199_999)]
-    assert page.total_lines == 200_000
+    assert page.total_lines == 200_000  # the snapshot's lines, read from the merged part
+    assert b"".join([c async for c in store.read_raw("race-1", 0, len(data) + len(more))]) == data + more
+    await store.finalize("race-1", len(data) + len(more), hashlib.sha256(data + more).hexdigest())
+    page = await rows_of(store, "race-1", tail=1)
+    assert page.total_lines == 230_000 and page.rows[0].text == lines(229_999, 1)[:-1].decode()
 
 
 async def test_retention_delete_removes_every_object_and_lifecycle_is_set(
@@ -325,7 +342,61 @@ async def test_append_cuts_the_parts_past_the_acknowledged_size(store: S3BlobSto
         assert log.size == 5 << 20
         await log.write(data[5 << 20 :], 5000)
         assert await log.sync() == len(data)
-    assert f"index/{5 << 20:020d}" in await keys(s3_server, bucket, "cut-1")  # rewritten by the new part
+    assert f"index/{5 << 20:020d}-{len(data):020d}" in await keys(s3_server, bucket, "cut-1")  # the new part's
     await store.finalize("cut-1", len(data), hashlib.sha256(data).hexdigest())
     page = await rows_of(store, "cut-1", tail=1)
     assert page.total_lines == 150_000 and page.rows[0].text == lines(149_999, 1)[:-1].decode()
+
+
+async def test_a_merged_part_past_the_acknowledged_size_is_cut_back_to_its_run(
+    store: S3BlobStore, s3_server: S3Server, bucket: str  # noqa: F811
+) -> None:
+    """A dead replica's session merged the acknowledged small tail part into a part reaching past
+    the acknowledged size: the next session chains through the run the merged part replaced (kept
+    until a session starts past the merged part's end), deletes the merged part, and continues at
+    the acknowledged size."""
+    data = lines(0, 150_000)  # ~8.6 MB
+    small = (5 << 20) + 100_000
+    assert await put_log(store, "merge-cut-1", data[:small]) == small  # acknowledged: 5 MiB + a small tail part
+    assert await put_log(store, "merge-cut-1", data[small : small + 400_000]) == small + 400_000  # merges the tail; unacknowledged
+    names = await keys(s3_server, bucket, "merge-cut-1")
+    merged = f"parts/{5 << 20:020d}-{small + 400_000:020d}"
+    assert merged in names and f"parts/{5 << 20:020d}-{small:020d}" in names  # the run stays
+    assert (await store.stat("merge-cut-1")).size == small + 400_000  # the longest chain
+    async with store.append("merge-cut-1", acknowledged=small) as log:
+        assert log.size == small
+        await log.write(data[small:], 7000)
+        assert await log.sync() == len(data)
+    names = await keys(s3_server, bucket, "merge-cut-1")
+    assert merged not in names and f"index/{merged[6:]}" not in names
+    assert b"".join([c async for c in store.read_raw("merge-cut-1", 0, len(data))]) == data
+    await store.finalize("merge-cut-1", len(data), hashlib.sha256(data).hexdigest())
+    page = await rows_of(store, "merge-cut-1", tail=1)
+    assert page.total_lines == 150_000 and page.rows[0].text == lines(149_999, 1)[:-1].decode()
+
+
+async def test_a_log_composed_by_an_earlier_gateway_is_still_read(store: S3BlobStore, s3_server: S3Server, bucket: str) -> None:  # noqa: F811
+    """Earlier gateways sealed a log by composing it into log.txt + log.idx (and deleting the
+    parts); those logs read, finalize idempotently and delete as before."""
+    from gateway.logindex import IndexBuilder
+
+    data = lines(0, 50_000)
+    records = IndexBuilder().feed(data, 4242)
+    digest = hashlib.sha256(data).hexdigest()
+    async with s3_server.client() as s3:
+        for name, body in (
+            ("log.txt", data), ("log.idx", b"".join(r.pack() for r in records)),
+            ("log.done", b'{"size": %d, "sha256": "%s"}' % (len(data), digest.encode())),
+        ):
+            await s3.put_object(Bucket=bucket, Key=f"gw/tasks/old-1/{name}", Body=body)
+    stat = await store.stat("old-1")
+    assert stat is not None and stat.sealed and stat.size == len(data) and stat.sha256 == digest
+    page = await rows_of(store, "old-1", tail=2)
+    assert [r.text for r in page.rows] == [lines(i, 1)[:-1].decode() for i in (49_998, 49_999)]
+    assert page.total_lines == 50_000
+    assert b"".join([c async for c in store.read_raw("old-1", 100, len(data))]) == data[100:]
+    assert (await store.finalize("old-1", len(data), digest)).sealed
+    with pytest.raises(Conflict):
+        async with store.append("old-1"):
+            pass
+    assert await store.delete("old-1") and await keys(s3_server, bucket, "old-1") == []
