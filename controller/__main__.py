@@ -89,6 +89,12 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--log-dir", default=_env("log-dir", None),
                    help="without a gateway: store logs under DIR/tasks/<execution>/log.txt")
     p.add_argument("--log-max-streams", type=int, default=_env("log-max-streams", d.logs.max_streams))
+    p.add_argument("--log-max-waiting-streams", type=int,
+                   default=_env("log-max-waiting-streams", d.logs.max_waiting_streams),
+                   help="streams open beyond --log-max-streams while they read nothing (0: none)")
+    p.add_argument("--log-idle-after-seconds", type=float,
+                   default=_env("log-idle-after-seconds", d.logs.idle_after_seconds),
+                   help="a log stream that read nothing this long counts as waiting")
     p.add_argument("--log-queue-size", type=int, default=_env("log-queue-size", d.logs.queue_size))
     p.add_argument("--log-requests-per-second", type=float,
                    default=_env("log-requests-per-second", d.logs.requests_per_second))
@@ -112,6 +118,8 @@ def parse_args(argv: list[str]) -> Settings:
         p.error("--workers must be at least 1")
     if a.log_max_streams < 1 or a.log_queue_size < 1:
         p.error("--log-max-streams and --log-queue-size must be at least 1")
+    if a.log_max_waiting_streams < 0 or a.log_idle_after_seconds <= 0:
+        p.error("--log-max-waiting-streams must be at least 0 and --log-idle-after-seconds positive")
     token = os.environ.get(ENV_PREFIX + "GATEWAY_TOKEN", "")
     if a.gateway_token_file:
         try:
@@ -139,6 +147,7 @@ def parse_args(argv: list[str]) -> Settings:
                                 requests_per_second=a.gateway_requests_per_second),
         logs=LogSettings(
             directory=a.log_dir, max_streams=a.log_max_streams, queue_size=a.log_queue_size,
+            max_waiting_streams=a.log_max_waiting_streams, idle_after_seconds=a.log_idle_after_seconds,
             requests_per_second=a.log_requests_per_second, bytes_per_second=a.log_bytes_per_second or None,
             release_after_seconds=a.log_release_after_seconds, handover_seconds=a.log_handover_seconds,
             delete_finished_jobs=not a.keep_finished_jobs,

@@ -182,6 +182,7 @@ class Operator:
         if sink is not None:
             self.pool = LogShipperPool(
                 client, sink, clock=clock, max_streams=ls.max_streams, queue_size=ls.queue_size,
+                max_waiting=ls.max_waiting_streams, idle_after=ls.idle_after_seconds,
                 requests_per_second=ls.requests_per_second, bytes_per_second=ls.bytes_per_second,
                 metrics=LogMetrics(registry), on_done=lambda execution, outcome: self.logs.on_done(execution, outcome))
         self.logs = LogCoordinator(client, self.pool, clock=clock, settings=ls, events=self.events,

@@ -113,7 +113,15 @@ class LogSettings:
     PersistentVolume in-cluster). With neither, logs stay in the cluster (taskpool-history mode)."""
 
     max_streams: int = 8
-    """Pod logs followed at once; more wait in the queue."""
+    """Pod logs moving bytes at once; more wait in the queue (``controller.logs.slots``)."""
+
+    max_waiting_streams: int = 8
+    """Streams that may stay open beyond ``max_streams`` while they read nothing (a follow that
+    has caught up with a quiet pod, a backoff, a read the server is still preparing), so they do
+    not keep queued logs from starting. 0: ``max_streams`` caps open streams."""
+
+    idle_after_seconds: float = 2.0
+    """A stream that read no byte for this long counts as waiting (``max_waiting_streams``)."""
 
     queue_size: int = 100
     """Executions waiting for a stream. A full queue makes the reconciler look again later rather
