@@ -54,6 +54,12 @@ def parse_args(argv: list[str]) -> Settings:
                    help="watch only this namespace (default: all namespaces)")
     p.add_argument("--workers", type=int, default=_env("workers", d.reconcile.workers))
     p.add_argument("--resync-seconds", type=float, default=_env("resync-seconds", d.reconcile.resync_seconds))
+    p.add_argument("--status-window-seconds", type=float,
+                   default=_env("status-window-seconds", d.reconcile.status_window_seconds),
+                   help="coalesce status changes of executions in flight over this window (0: write each at once)")
+    p.add_argument("--status-log-window-seconds", type=float,
+                   default=_env("status-log-window-seconds", d.reconcile.status_log_window_seconds),
+                   help="hold an ended execution's status this long at most for its log to be stored")
     p.add_argument("--execution-history", type=int,
                    default=_env("execution-history", d.reconcile.execution_history),
                    help="recent executions listed in a Task's status")
@@ -83,6 +89,12 @@ def parse_args(argv: list[str]) -> Settings:
     p.add_argument("--log-dir", default=_env("log-dir", None),
                    help="without a gateway: store logs under DIR/tasks/<execution>/log.txt")
     p.add_argument("--log-max-streams", type=int, default=_env("log-max-streams", d.logs.max_streams))
+    p.add_argument("--log-max-waiting-streams", type=int,
+                   default=_env("log-max-waiting-streams", d.logs.max_waiting_streams),
+                   help="streams open beyond --log-max-streams while they read nothing (0: none)")
+    p.add_argument("--log-idle-after-seconds", type=float,
+                   default=_env("log-idle-after-seconds", d.logs.idle_after_seconds),
+                   help="a log stream that read nothing this long counts as waiting")
     p.add_argument("--log-queue-size", type=int, default=_env("log-queue-size", d.logs.queue_size))
     p.add_argument("--log-requests-per-second", type=float,
                    default=_env("log-requests-per-second", d.logs.requests_per_second))
@@ -106,6 +118,8 @@ def parse_args(argv: list[str]) -> Settings:
         p.error("--workers must be at least 1")
     if a.log_max_streams < 1 or a.log_queue_size < 1:
         p.error("--log-max-streams and --log-queue-size must be at least 1")
+    if a.log_max_waiting_streams < 0 or a.log_idle_after_seconds <= 0:
+        p.error("--log-max-waiting-streams must be at least 0 and --log-idle-after-seconds positive")
     token = os.environ.get(ENV_PREFIX + "GATEWAY_TOKEN", "")
     if a.gateway_token_file:
         try:
@@ -118,7 +132,8 @@ def parse_args(argv: list[str]) -> Settings:
         kube=KubeSettings(kubeconfig=a.kubeconfig, context=a.context),
         reconcile=ReconcileSettings(
             workers=a.workers, namespace=a.namespace, resync_seconds=a.resync_seconds,
-            execution_history=a.execution_history,
+            execution_history=a.execution_history, status_window_seconds=a.status_window_seconds,
+            status_log_window_seconds=a.status_log_window_seconds,
         ),
         leader_election=LeaderElectionSettings(
             enabled=a.leader_elect, lease_name=a.lease_name, lease_namespace=a.lease_namespace,
@@ -132,6 +147,7 @@ def parse_args(argv: list[str]) -> Settings:
                                 requests_per_second=a.gateway_requests_per_second),
         logs=LogSettings(
             directory=a.log_dir, max_streams=a.log_max_streams, queue_size=a.log_queue_size,
+            max_waiting_streams=a.log_max_waiting_streams, idle_after_seconds=a.log_idle_after_seconds,
             requests_per_second=a.log_requests_per_second, bytes_per_second=a.log_bytes_per_second or None,
             release_after_seconds=a.log_release_after_seconds, handover_seconds=a.log_handover_seconds,
             delete_finished_jobs=not a.keep_finished_jobs,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Callable
+from typing import Callable, Iterator
 
 import aiohttp
 import structlog
@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from controller.clock import Clock
 from controller.events import EventRecorder
 from controller.gateway_token import BearerToken, FileToken, StaticToken
-from controller.informer import Informer
+from controller.informer import Informer, Store
 from controller.informer.metrics import PrometheusInformerMetrics
 from controller.kube import KubeClient
 from controller.kube.metrics import KubeClientMetrics
@@ -33,7 +33,7 @@ from controller.leader import LeaderElector
 from controller.logs import DirectorySink, GatewaySink, LogMetrics, LogShipperPool, LogSink
 from controller.model.admission import is_gated
 from controller.model.labels import LABEL_MANAGED_BY, MANAGED_BY
-from controller.model.trim import trim_cronjob, trim_job, trim_pod
+from controller.model.trim import CACHE_TRANSFORMS
 from controller.ops import OpsServer
 from controller.reconcile.admission import KEY as ADMISSION_KEY
 from controller.reconcile.admission import Admission, AdmissionMetrics
@@ -70,6 +70,23 @@ def _pool_of_task(task: dict) -> list[str]:
     return [pool] if isinstance(pool, str) and pool else []
 
 
+def _missed_runs_index(task: dict) -> list[str]:
+    """Index function: a Task's ``status.missedRuns`` when it is not 0 (most Tasks file nowhere)."""
+    missed = (task.get("status") or {}).get("missedRuns")
+    return [str(missed)] if isinstance(missed, int) and missed else []
+
+
+def task_missed_runs(tasks: Store) -> Iterator[dict]:
+    """Each cached Task's name and ``status.missedRuns``, for ``TaskStatusCollector``, from the
+    store's keys and its ``missed_runs`` index: a scrape decodes no Task (the store holds them
+    encoded; decoding thousands on every scrape starved the reconcile workers)."""
+    missed = {key: int(value) for value in tasks.index_values("missed_runs")
+              for key in tasks.index_keys("missed_runs", value)}
+    for key in tasks.keys():
+        namespace, _, name = key.partition("/")
+        yield {"metadata": {"namespace": namespace, "name": name}, "status": {"missedRuns": missed.get(key, 0)}}
+
+
 def _enqueue_handlers(keys_of: Callable[[dict], list[str]], queue: RateLimitingQueue) -> dict:
     def enqueue(obj: dict) -> None:
         for key in keys_of(obj):
@@ -97,14 +114,17 @@ class Operator:
         informer_metrics = PrometheusInformerMetrics(registry)
         common = dict(clock=clock, namespace=rs.namespace, resync_period=rs.resync_seconds,
                       metrics=informer_metrics)
-        self.tasks = Informer(client, TASKS, name="tasks", indexers={"by_pool": _pool_of_task}, **common)
-        # Children are cached without the copies of the Task's pod template (model/trim.py).
+        # Each kind is cached with only what the operator reads of it (model/trim.py).
+        self.tasks = Informer(client, TASKS, name="tasks",
+                              indexers={"by_pool": _pool_of_task, "missed_runs": _missed_runs_index},
+                              transform=CACHE_TRANSFORMS[TASKS.plural], **common)
         self.jobs = Informer(client, JOBS, name="jobs", label_selector=children,
-                             indexers={"by_task": task_key_of_child}, transform=trim_job, **common)
+                             indexers={"by_task": task_key_of_child}, transform=CACHE_TRANSFORMS[JOBS.plural],
+                             **common)
         self.cronjobs = Informer(client, CRONJOBS, name="cronjobs", label_selector=children,
-                                 transform=trim_cronjob, **common)
+                                 transform=CACHE_TRANSFORMS[CRONJOBS.plural], **common)
         self.pods = Informer(client, PODS, name="pods", label_selector=children,
-                             indexers={"by_job": job_key_of_pod}, transform=trim_pod, **common)
+                             indexers={"by_job": job_key_of_pod}, transform=CACHE_TRANSFORMS[PODS.plural], **common)
         # TaskPools are cluster-scoped: watched cluster-wide even when Tasks are watched in one namespace.
         self.pools = Informer(client, TASKPOOLS, name="taskpools", clock=clock,
                               resync_period=rs.resync_seconds, metrics=informer_metrics)
@@ -125,7 +145,7 @@ class Operator:
             informer.add_handler(**_enqueue_handlers(task_key_of_child, self.queue))
 
         metrics = ReconcileMetrics(registry)
-        registry.register(TaskStatusCollector(self.tasks.store.list))
+        registry.register(TaskStatusCollector(lambda: task_missed_runs(self.tasks.store)))
         self.events = EventRecorder(client, clock, component="fabric-task-operator",
                                     host=settings.leader_election.identity, registry=registry)
 
@@ -162,15 +182,20 @@ class Operator:
         if sink is not None:
             self.pool = LogShipperPool(
                 client, sink, clock=clock, max_streams=ls.max_streams, queue_size=ls.queue_size,
+                max_waiting=ls.max_waiting_streams, idle_after=ls.idle_after_seconds,
                 requests_per_second=ls.requests_per_second, bytes_per_second=ls.bytes_per_second,
                 metrics=LogMetrics(registry), on_done=lambda execution, outcome: self.logs.on_done(execution, outcome))
         self.logs = LogCoordinator(client, self.pool, clock=clock, settings=ls, events=self.events,
                                    enqueue=self.queue.add)
+        # A followed pod that ends lets its ship finish at once, not at its Task's next reconcile.
+        self.pods.add_handler(on_update=lambda _old, new: self.logs.pod_changed(new),
+                              on_delete=self.logs.pod_changed)
         self.reconciler = TaskReconciler(
             client, tasks=self.tasks.store, jobs=self.jobs.store, cronjobs=self.cronjobs.store,
             pods=self.pods.store, events=self.events, clock=clock, metrics=metrics,
             execution_history=rs.execution_history, logs=self.logs, reporter=self.reporter,
-            admission=self.admission,
+            admission=self.admission, status_window=rs.status_window_seconds,
+            log_window=rs.status_log_window_seconds,
         )
         self.loop = ReconcileLoop(CONTROLLER_NAME, self.queue, self.reconciler, workers=rs.workers, metrics=metrics)
         self.elector = LeaderElector(client, settings.leader_election, clock)

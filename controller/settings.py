@@ -38,6 +38,17 @@ class ReconcileSettings:
     drain_seconds: float = 20.0
     """On shutdown, how long in-flight reconciles may take to finish before they are cancelled."""
 
+    status_window_seconds: float = 2.0
+    """Status changes of executions still in flight are coalesced over this window: transitions
+    that land within it (a short run's Pending -> Running -> Succeeded, an end and its stored log)
+    are one status write. A change that settles every execution is written at once. 0 writes
+    every change at once (controller/reconcile/task.py)."""
+
+    status_log_window_seconds: float = 30.0
+    """When every execution ended but a log is still being stored, the end is held at most this
+    long, so it goes out with the stored log in one write (a log waits for a free stream in a
+    burst; alone, it is stored within a second or two of its pod's end). 0: no such hold."""
+
 
 @dataclass(frozen=True)
 class LeaderElectionSettings:
@@ -102,7 +113,15 @@ class LogSettings:
     PersistentVolume in-cluster). With neither, logs stay in the cluster (taskpool-history mode)."""
 
     max_streams: int = 8
-    """Pod logs followed at once; more wait in the queue."""
+    """Pod logs moving bytes at once; more wait in the queue (``controller.logs.slots``)."""
+
+    max_waiting_streams: int = 8
+    """Streams that may stay open beyond ``max_streams`` while they read nothing (a follow that
+    has caught up with a quiet pod, a backoff, a read the server is still preparing), so they do
+    not keep queued logs from starting. 0: ``max_streams`` caps open streams."""
+
+    idle_after_seconds: float = 2.0
+    """A stream that read no byte for this long counts as waiting (``max_waiting_streams``)."""
 
     queue_size: int = 100
     """Executions waiting for a stream. A full queue makes the reconciler look again later rather

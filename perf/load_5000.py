@@ -1,6 +1,6 @@
 """Load: 5,000 Tasks (scheduled and one-off) on a local cluster; the operator's memory and queue.
 
-    DEVCLUSTER_NAME=load .venv/bin/python perf/load_5000.py [--tasks 5000] [--one-off 0.2] [--concurrency 32]
+    DEVCLUSTER_NAME=load .venv/bin/python perf/load_5000.py [--tasks 5000] [--one-off 0.2] [--concurrency 32] [--busy N]
 
 1. Baseline, same run: the operator started on the empty cluster, caches synced; its RSS.
 2. Load: ``--tasks`` Tasks created through the API server, a fraction ``--one-off`` of them one-off
@@ -9,11 +9,21 @@
 3. Prints: RSS and peak RSS against the baseline (also per 1,000 Tasks), how long the queue took to
    drain, and queue latency (``workqueue_queue_duration_seconds``: time an item waited in the queue
    before a worker took it) and reconcile time from the operator's own /metrics histograms.
+4. What one cached object costs per kind (``perf/cache_cost.py``: the run's Tasks, CronJobs, Jobs and
+   Pods, as received and as the operator's informers keep them), and what the caches add up to per
+   1,000 Tasks beside the RSS growth: the rest is state outside the caches and the allocator.
+
+``--busy N`` runs N CPU spinners throughout (``perf.common.start_busy``): the loaded-machine run.
 
 The target elsewhere is < 150 MB RSS; this prints what it is and asserts nothing. Runs on the
 devcluster named by DEVCLUSTER_NAME (default ``load``, a cluster of its own: started if needed,
-left running; ``DEVCLUSTER_NAME=load devcluster/devcluster down`` removes it). Deletes its
-namespace at the end.
+left running; ``DEVCLUSTER_NAME=load devcluster/devcluster down`` removes it). The operator
+watches only the run's namespace, so what an earlier run left (a namespace still being deleted)
+is not in its baseline. Deletes its namespace at the end.
+
+``--probe`` (needs gdb and ptrace): once the Tasks settled, looks inside the operator
+(``perf/heap_probe.py``): memory the C allocator held free, pymalloc's arenas, and which of the
+operator's objects hold how much: the cost outside the caches, by holder.
 """
 
 from __future__ import annotations
@@ -36,7 +46,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from controller.kube import KubeClient, NotFound  # noqa: E402
-from controller.kube.resources import TASKS, Resource  # noqa: E402
+from controller.kube.resources import CRONJOBS, JOBS, PODS, TASKS, Resource  # noqa: E402
+from controller.model.labels import MANAGED_SELECTOR  # noqa: E402
+from perf.cache_cost import kind_cost, report  # noqa: E402
+from perf.common import start_busy, stop_busy  # noqa: E402
+from perf.heap_probe import probe, summary  # noqa: E402
 
 DEVCLUSTER = REPO / "devcluster" / "devcluster"
 NAMESPACES = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
@@ -55,10 +69,11 @@ def cluster() -> str:
 
 
 class Operator:
-    def __init__(self, config: str, log_path: Path):
+    def __init__(self, config: str, log_path: Path, namespace: str, leader_elect: bool = True):
         self.log_path = log_path
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "controller", "--kubeconfig", config, "--bind-host", "127.0.0.1",
+            [sys.executable, "-m", "controller", "--kubeconfig", config, "--namespace", namespace,
+             "--leader-elect" if leader_elect else "--no-leader-elect", "--bind-host", "127.0.0.1",
              "--metrics-port", "0", "--health-port", "0", "--lease-namespace", "default", "--log-level", "info"],
             stdout=log_path.open("w"), stderr=subprocess.STDOUT, cwd=REPO)
         self.metrics_port = self._wait_for("ops server listening")["metrics"]
@@ -141,19 +156,55 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--one-off", type=float, default=0.2, help="fraction of one-off Tasks")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--busy", type=int, default=0, help="CPU spinners running throughout (loaded run)")
+    parser.add_argument("--leader-elect", default=True, action=argparse.BooleanOptionalAction,
+                        help="the operator takes its Lease (default); on a machine so loaded that the API "
+                             "server answers a renewal after the 10 s deadline, the operator exits: "
+                             "--no-leader-elect keeps it running (its memory does not depend on it)")
+    parser.add_argument("--probe", action="store_true", help="look inside the operator's heap once settled (gdb)")
     args = parser.parse_args()
+    spinners = start_busy(args.busy)
+    try:
+        await run(args)
+    finally:
+        stop_busy(spinners)
 
+
+async def cache_costs(kube: KubeClient, namespace: str, tasks: int, rss_per_1000: float) -> None:
+    """Per kind: one cached object's bytes; their sum per 1,000 Tasks beside the RSS growth."""
+    costs = []
+    for kind, resource, selector in (("Task", TASKS, None), ("CronJob", CRONJOBS, MANAGED_SELECTOR),
+                                     ("Job", JOBS, MANAGED_SELECTOR), ("Pod", PODS, MANAGED_SELECTOR)):
+        listed = await kube.list(resource, namespace=namespace, label_selector=selector)
+        for item in listed["items"]:
+            item.setdefault("apiVersion", resource.api_version)
+            item.setdefault("kind", resource.kind)
+        cost = kind_cost(kind, resource.plural, listed["items"])
+        if cost is not None:
+            costs.append(cost)
+    print("one cached object, by kind (bytes, tracemalloc; perf/cache_cost.py):")
+    print(report(costs))
+    cached = sum(c.cached * c.objects for c in costs) / (tasks / 1000)
+    whole = sum(c.whole * c.objects for c in costs) / (tasks / 1000)
+    print(f"caches per 1000 Tasks: {cached / MB:.1f} MiB as kept ({whole / MB:.1f} MiB whole); RSS growth "
+          f"per 1000 Tasks {rss_per_1000 / MB:.1f} MiB, so {(rss_per_1000 - cached) / MB:.1f} MiB per 1000 Tasks "
+          f"is outside the caches (per-Task state, the allocator's free space, transient peaks)")
+
+
+async def run(args: argparse.Namespace) -> None:
+    if args.busy:
+        print(f"loaded run: {args.busy} CPU spinners")
     config = cluster()
     kube = await KubeClient.from_config(config)
     namespace = f"load-{uuid.uuid4().hex[:6]}"
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     log_path = Path(tempfile.mkdtemp(prefix="load5000-")) / "operator.log"
-    operator = Operator(config, log_path)
+    operator = Operator(config, log_path, namespace, args.leader_elect)
     try:
         operator._wait_for("informer caches synced")
         await asyncio.sleep(5)
         idle_rss, idle_hwm = operator.memory()
-        print(f"idle operator (caches synced, empty cluster): RSS {idle_rss / MB:.1f} MiB")
+        print(f"idle operator (caches synced, empty namespace): RSS {idle_rss / MB:.1f} MiB")
 
         one_off = int(args.tasks * args.one_off)
         bodies = [task_body(i, i < one_off) for i in range(args.tasks)]
@@ -206,6 +257,10 @@ async def main() -> None:
               f"p99 <= {q_p99:g} s")
         print(f"reconcile time over {r_count:.0f} reconciles: mean {r_mean * 1000:.1f} ms, p50 <= {r_p50:g} s, "
               f"p99 <= {r_p99:g} s; {r_count / args.tasks:.1f} reconciles per Task")
+        await cache_costs(kube, namespace, args.tasks, per_1000)
+        if args.probe:
+            report = probe(operator.process.pid)
+            print(summary(report, args.tasks) if report is not None else "--probe: gdb not found")
     finally:
         operator.stop()
         try:

@@ -1,6 +1,7 @@
 """Log shipping throughput and memory, against the path's own limit measured in the same run.
 
     .venv/bin/python perf/log_shipping_bench.py [--mb 1024] [--rounds 3] [--parallel 8] [--fsync]
+        [--busy N] [--base-tree DIR]
 
 One generated CRI log of ``--mb`` MiB of content (``tests/e2e/crilog.py``) is served by kwok through
 the real API server to pods that stay Running. In one run, for the same log endpoint
@@ -19,6 +20,11 @@ the real API server to pods that stay Running. In one run, for the same log endp
      from its start; a real kubelet's file is <= 10 MiB).
 4. ``--parallel`` logs at once (same file, one pod each): aggregate throughput of that many curls
    in parallel vs. the pool with that many streams, and the shipping process's peak RSS.
+
+``--base-tree DIR`` (a checkout of another commit, e.g. ``git worktree add DIR <base>``) also runs
+that tree's shipping child, in the same rounds right after this tree's, as the ``base ship ...``
+rows: a before/after comparison measured side by side. ``--busy N`` keeps N processes spinning on
+a CPU each for the whole run (``perf.common.start_busy``): the loaded-machine figures.
 
 Throughputs are content MiB/s (the bytes ``kubectl logs`` returns) for every tool, so ratios
 compare times for the same log. Prints figures; asserts nothing; deletes its namespace.
@@ -44,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from perf.common import MiB, curl_args, kubeconfig, kubectl_cmd, proc_status_kb  # noqa: E402,F401  (also puts tests/e2e on the path)
+from perf.common import MiB, curl_args, kubeconfig, kubectl_cmd, proc_status_kb, start_busy, stop_busy  # noqa: E402,F401  (also puts tests/e2e on the path)
 
 
 # -- the shipping child process ------------------------------------------------------------------
@@ -115,14 +121,15 @@ def _status_kb(field: str, pid: str = "self") -> int:
 
 
 def run_child(config: str, namespace: str, pods: list[str], mode: str, store: Path, expect: int, sha256: str,
-              fsync: bool) -> dict:
+              fsync: bool, tree: Path = REPO) -> dict:
+    """One shipping child; ``tree``: the checkout whose bench (and so whose controller) it runs."""
     shutil.rmtree(store, ignore_errors=True)
     cpu = _children_cpu()
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", "--kubeconfig", config, "--namespace", namespace,
-         "--pods", ",".join(pods), "--mode", mode, "--store", str(store), "--expect", str(expect),
-         "--sha256", sha256, *(["--fsync"] if fsync else [])],
-        stdout=subprocess.PIPE, text=True, cwd=REPO,
+        [sys.executable, str(tree / "perf" / "log_shipping_bench.py"), "--child", "--kubeconfig", config,
+         "--namespace", namespace, "--pods", ",".join(pods), "--mode", mode, "--store", str(store),
+         "--expect", str(expect), "--sha256", sha256, *(["--fsync"] if fsync else [])],
+        stdout=subprocess.PIPE, text=True, cwd=tree,
     )
     peak = 0
     stop = threading.Event()
@@ -189,6 +196,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the single-log comparison")
     parser.add_argument("--fsync", action="store_true", help="DirectorySink fsyncs every append (production)")
     parser.add_argument("--workdir", default=None, help="where the generated log goes (default: a temp dir)")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="N processes spinning on a CPU each during the run (a loaded machine)")
+    parser.add_argument("--base-tree", type=Path, default=None, metavar="DIR",
+                        help="also ship with the checkout in DIR, side by side (rows 'base ship ...')")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kubeconfig", help=argparse.SUPPRESS)
     parser.add_argument("--namespace", help=argparse.SUPPRESS)
@@ -204,6 +215,8 @@ def main() -> None:
 
     from crilog import write_cri_log
 
+    if args.base_tree is not None and not (args.base_tree / "perf" / "log_shipping_bench.py").is_file():
+        parser.error(f"--base-tree {args.base_tree}: no perf/log_shipping_bench.py there")
     config = kubeconfig()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="logbench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -221,6 +234,7 @@ def main() -> None:
                   "spec": {"selector": {"matchNamespaces": [namespace]},
                            "logs": [{"containers": ["main"], "logsFile": str(log_path)}]}}]
     pods = [f"talker-{i}" for i in range(n)]
+    busy = []
     for pod in pods:
         manifests.append({"apiVersion": "v1", "kind": "Pod", "metadata": {
             "name": pod, "namespace": namespace, "annotations": {"fabric.dev/kwok-run-for": "24h"}},
@@ -237,6 +251,9 @@ def main() -> None:
         curl_h1 = ["curl", "--http1.1", "-sS", "--fail", "-o", "/dev/null", *tls, url]  # what aiohttp speaks
         # Warm kwok and the page cache once so no tool pays the first read from disk.
         timed(curl)
+        busy = start_busy(args.busy)
+        if args.busy:
+            print(f"{args.busy} busy process(es) spinning for the rest of the run", flush=True)
         print("ratios are per round (the tools take turns), then the median of the rounds", flush=True)
 
         size_mib = generated.size / MiB
@@ -257,19 +274,22 @@ def main() -> None:
                                                        stdout=out, name="kubectl logs > file")
             kubectl_ok &= _sha256(work / "kubectl.out") == generated.sha256
             (work / "kubectl.out").unlink()
-            exited = run_child(config, namespace, pods[:1], "exited", store, generated.size, generated.sha256,
-                               args.fsync)
-            results["ship (pod exited)"] = exited["sealed_s"]
-            CPU.setdefault("ship (pod exited)", []).append(exited["cpu_s"])
-            follow = run_child(config, namespace, pods[:1], "follow", store, generated.size, generated.sha256,
-                               args.fsync)
-            results["ship (follow): caught up"] = follow["stored_s"]
-            results["ship (follow): sealed"] = follow["sealed_s"]
-            CPU.setdefault("ship (follow): sealed", []).append(follow["cpu_s"])
-            identical &= exited["ok"] and follow["ok"]
-            hwm["exited"] = max(hwm["exited"], exited["hwm_kb"])
-            hwm["follow"] = max(hwm["follow"], follow["hwm_kb"])
-            baseline = max(baseline, follow["baseline_rss_kb"])
+            trees = [("", REPO)] + ([("base ", args.base_tree.resolve())] if args.base_tree else [])
+            for mode in ("exited", "follow"):
+                for label, tree in trees:  # this tree's child, then the base's, back to back
+                    shipped = run_child(config, namespace, pods[:1], mode, store, generated.size,
+                                        generated.sha256, args.fsync, tree)
+                    identical &= shipped["ok"]
+                    if mode == "exited":
+                        results[f"{label}ship (pod exited)"] = shipped["sealed_s"]
+                        CPU.setdefault(f"{label}ship (pod exited)", []).append(shipped["cpu_s"])
+                    else:
+                        results[f"{label}ship (follow): caught up"] = shipped["stored_s"]
+                        results[f"{label}ship (follow): sealed"] = shipped["sealed_s"]
+                        CPU.setdefault(f"{label}ship (follow): sealed", []).append(shipped["cpu_s"])
+                    if not label:
+                        hwm[mode] = max(hwm[mode], shipped["hwm_kb"])
+                        baseline = max(baseline, shipped["baseline_rss_kb"])
             rounds.append(results)
             print(f"  round {round_no + 1}: " + ", ".join(f"{k} {v:.1f}s" for k, v in results.items()), flush=True)
 
@@ -302,6 +322,7 @@ def main() -> None:
                   f"shipping process {many['cpu_s'] * 1024 / total:.1f}")
             print(f"  shipping process peak RSS (VmHWM): {many['hwm_kb'] / 1024:.1f} MiB")
     finally:
+        stop_busy(busy)
         subprocess.run([*kubectl, "delete", "namespace", namespace, "--wait=false"], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         subprocess.run([*kubectl, "delete", "clusterlogs", namespace], stdout=subprocess.DEVNULL,

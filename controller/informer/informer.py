@@ -58,6 +58,9 @@ OnAdd = Callable[[dict[str, Any]], None]
 OnUpdate = Callable[[dict[str, Any], dict[str, Any]], None]
 OnDelete = Callable[[dict[str, Any]], None]
 
+RESYNC_BATCH = 100
+"""Objects re-delivered by a resync between two yields to the event loop."""
+
 SHORT_WATCH_SECONDS = 1.0
 """A watch that ends normally this soon having delivered nothing is treated as a failure."""
 
@@ -126,7 +129,7 @@ class Informer:
         self._log = log.bind(informer=self.name)
 
         self.store = Store()
-        """The cache. Written only by the ``run`` task; read by anyone (read-only objects)."""
+        """The cache. Written only by the ``run`` task; read by anyone (each read decodes a copy)."""
         if indexers:
             self.store.add_indexers(indexers)
         self._handlers: list[_Handler] = []
@@ -345,8 +348,15 @@ class Informer:
         await self._synced.wait()
         while True:
             await self._clock.sleep(self._resync_period)
-            for obj in self.store.list():
-                self._notify("on_update", obj, obj)
+            # One object decoded at a time (the store holds them encoded), yielding to the other
+            # tasks every RESYNC_BATCH objects: a resync of thousands must not stall the lease
+            # renewal or the watches.
+            for done, key in enumerate(self.store.keys(), 1):
+                obj = self.store.get(key)
+                if obj is not None:
+                    self._notify("on_update", obj, obj)
+                if done % RESYNC_BATCH == 0:
+                    await asyncio.sleep(0)
 
     def _notify(self, which: str, *objs: dict[str, Any]) -> None:
         for handler in list(self._handlers):

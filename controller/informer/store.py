@@ -1,8 +1,12 @@
 """The informer's indexed cache of raw objects (client-go's ``cache.Indexer``).
 
 Thread-free: a ``Store`` belongs to one event loop. It is written only by the ``Informer`` task that
-owns it; everyone else (reconcilers, handlers) only reads, between awaits. Returned objects are the
-cached dicts themselves: treat them as read-only and deep-copy before editing one.
+owns it; everyone else (reconcilers, handlers) only reads, between awaits.
+
+Objects are held as compact JSON text and decoded on every read: a cached object costs about its
+JSON size instead of the several times more its dicts, lists and strings take as Python objects
+(``perf/cache_cost.py``), and a decode of a trimmed object takes microseconds. Each read returns a
+fresh copy, so a reader may change what it got without changing the cache.
 
 Keys are ``"namespace/name"``, or ``"name"`` for cluster-scoped objects (``object_key``).
 ``metadata.managedFields`` is dropped on the way in: it is large, and nothing here reads it.
@@ -10,6 +14,7 @@ Keys are ``"namespace/name"``, or ``"name"`` for cluster-scoped objects (``objec
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -44,12 +49,19 @@ def strip_managed_fields(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
 
 
+def _encode(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+_decode = json.loads
+
+
 class Store:
     """Objects by key, plus secondary indices computed by ``IndexFunc``s."""
 
     def __init__(self) -> None:
-        self._items: dict[str, dict[str, Any]] = {}
-        """Key -> the latest object seen for it; never holds ``managedFields``."""
+        self._items: dict[str, str] = {}
+        """Key -> the latest object seen for it, as compact JSON; never holds ``managedFields``."""
         self._indexers: dict[str, IndexFunc] = {}
         """Index name -> function; only ever grows."""
         self._indices: dict[str, dict[str, set[str]]] = {}
@@ -63,10 +75,11 @@ class Store:
     # -- reads ---------------------------------------------------------------------------------
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self._items.get(key)
+        text = self._items.get(key)
+        return None if text is None else _decode(text)
 
     def list(self) -> list[dict[str, Any]]:
-        return list(self._items.values())
+        return [_decode(text) for text in self._items.values()]
 
     def keys(self) -> list[str]:
         return list(self._items)
@@ -79,7 +92,13 @@ class Store:
 
     def by_index(self, index: str, value: str) -> list[dict[str, Any]]:
         """Objects filed under ``value`` in ``index``, by key; unknown index: ``KeyError``."""
-        return [self._items[key] for key in self.index_keys(index, value)]
+        return [_decode(self._items[key]) for key in self.index_keys(index, value)]
+
+    def index_values(self, index: str) -> list[str]:
+        """The values some object is filed under in ``index``, sorted; unknown index: ``KeyError``."""
+        if index not in self._indexers:
+            raise KeyError(f"no index named {index!r}")
+        return sorted(self._indices[index])
 
     def index_keys(self, index: str, value: str) -> list[str]:
         """Keys filed under ``value`` in ``index``, sorted."""
@@ -96,25 +115,28 @@ class Store:
                 raise ValueError(f"index {name!r} already exists")
             self._indexers[name] = func
             self._indices[name] = {}
-            for key, obj in self._items.items():
-                self._file(name, key, obj)
+            for key, text in self._items.items():
+                self._file(name, key, _decode(text))
 
     def upsert(self, obj: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """Store ``obj`` (added or modified); returns ``(previous or None, stored)``."""
+        """Store ``obj`` (added or modified); returns ``(previous or None, stored)``: ``obj`` itself,
+        without managedFields, which the caller must not change afterwards (it is what handlers get)."""
         obj = strip_managed_fields(obj)
         key = object_key(obj)
-        old = self._items.get(key)
+        old = self.get(key)
         if old is not None:
             self._unindex(key, old)
-        self._items[key] = obj
+        self._items[key] = _encode(obj)
         self._index(key, obj)
         return old, obj
 
     def delete(self, key: str) -> dict[str, Any] | None:
         """Remove the object at ``key``; returns it, or ``None`` when there was none."""
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._unindex(key, old)
+        text = self._items.pop(key, None)
+        if text is None:
+            return None
+        old = _decode(text)
+        self._unindex(key, old)
         return old
 
     def replace(self, objs: Iterable[dict[str, Any]], resource_version: str | None) -> list[Delta]:

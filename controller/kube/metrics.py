@@ -3,7 +3,10 @@
 ``KubeClientMetrics`` is an ``on_request`` callback for ``KubeClient``: it records
 ``rest_client_requests_total{code,method,host}`` and
 ``rest_client_request_duration_seconds{verb,host}`` (``verb`` is the HTTP method there, as in
-client-go) into the registry it is given. No global registry is touched.
+client-go) into the registry it is given, and ``fabric_kube_requests_total{verb,resource,code}``:
+the same requests by API verb and resource (``tasks/status``, ``pods``, ``events``, ...), which
+client-go's names do not carry, so the API cost of a Task can be read per kind of write.
+No global registry is touched.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ class KubeClientMetrics:
             ["code", "method", "host"],
             registry=registry,
         )
+        self.by_resource = Counter(
+            "fabric_kube_requests_total",
+            "API server requests by API verb (create, update, patch, delete, get, list, watch, stream), "
+            "resource (with /subresource) and status code.",
+            ["verb", "resource", "code"],
+            registry=registry,
+        )
         self.duration = Histogram(
             "rest_client_request_duration_seconds",
             "Request latency in seconds until the response headers arrived, by verb and host.",
@@ -48,4 +58,5 @@ class KubeClientMetrics:
     def __call__(self, verb: str, resource: str, code: str, seconds: float) -> None:
         method = HTTP_METHODS.get(verb, verb.upper())
         self.requests.labels(code=code, method=method, host=self._host).inc()
+        self.by_resource.labels(verb=verb, resource=resource or "-", code=code).inc()
         self.duration.labels(verb=method, host=self._host).observe(seconds)

@@ -168,36 +168,61 @@ class DirectorySink:
 
     async def append(self, execution: str, offset: int, chunk: Chunk, cursor: Cursor | None) -> int:
         path = self.log_path(execution)
-        with _storage_errors(execution):
-            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-            if (path.parent / "log.sha256").exists():
-                raise SinkRejected(f"{execution}: the log is complete")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
+        if isinstance(chunk, (bytes, bytearray, memoryview)):
+            # The shipper's case: the whole append (bytes, fsync, cursor) in one trip to a thread.
             with _storage_errors(execution):
-                size = os.fstat(fd).st_size
-                if size != offset:
-                    raise OffsetMismatch(size, f"{execution}: append at {offset}, the file holds {size}")
-            if isinstance(chunk, (bytes, bytearray, memoryview)):
+                return await asyncio.to_thread(self._append_bytes, execution, path, offset, chunk, cursor)
+        with _storage_errors(execution):
+            fd = await asyncio.to_thread(self._open_at, execution, path, offset)
+        try:
+            # Errors of the source (the API's body) pass through as they are; only the file
+            # system's are translated.
+            size = offset
+            async for piece in chunk:
                 with _storage_errors(execution):
-                    size += await asyncio.to_thread(self._write, fd, chunk)
-            else:
-                # Errors of the source (the API's body) pass through as they are; only the
-                # file system's are translated.
-                async for piece in chunk:
-                    with _storage_errors(execution):
-                        size += self._write(fd, piece)
-                if self._fsync:
-                    with _storage_errors(execution):
-                        await asyncio.to_thread(os.fsync, fd)
+                    size += self._write(fd, piece)
+            if self._fsync:
+                with _storage_errors(execution):
+                    await asyncio.to_thread(os.fsync, fd)
         finally:
             os.close(fd)
         if cursor is not None:
-            if cursor.size > size:
-                raise ValueError(f"cursor {cursor} is past the {size} bytes stored")
+            self._check_cursor(cursor, size)
             with _storage_errors(execution):
                 await asyncio.to_thread(self._write_cursor, path.parent, cursor)
         return size
+
+    def _append_bytes(self, execution: str, path: Path, offset: int, data: bytes | bytearray | memoryview,
+                      cursor: Cursor | None) -> int:
+        fd = self._open_at(execution, path, offset)
+        try:
+            size = offset + self._write(fd, data)
+        finally:
+            os.close(fd)
+        if cursor is not None:
+            self._check_cursor(cursor, size)
+            self._write_cursor(path.parent, cursor)
+        return size
+
+    def _open_at(self, execution: str, path: Path, offset: int) -> int:
+        """The log file opened for appending, checked to hold exactly ``offset`` bytes."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if (path.parent / "log.sha256").exists():
+            raise SinkRejected(f"{execution}: the log is complete")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size != offset:
+                raise OffsetMismatch(size, f"{execution}: append at {offset}, the file holds {size}")
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @staticmethod
+    def _check_cursor(cursor: Cursor, size: int) -> None:
+        if cursor.size > size:
+            raise ValueError(f"cursor {cursor} is past the {size} bytes stored")
 
     def _write(self, fd: int, data: bytes | bytearray | memoryview) -> int:
         view = memoryview(data)

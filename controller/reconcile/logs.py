@@ -34,7 +34,7 @@ import structlog
 
 from controller.clock import Clock
 from controller.events import WARNING, EventRecorder
-from controller.kube import Conflict, Invalid, KubeClient, NotFound
+from controller.kube import Conflict, KubeClient, NotFound
 from controller.kube.resources import JOBS, PODS
 from controller.logs import LogShipperPool, Lost, Outcome, Retained, Stored, outcome_kind
 from controller.model.labels import LOG_FINALIZER
@@ -93,6 +93,19 @@ class LogCoordinator:
         # execution -> outcome reported by the pool and not yet written into the Task's status;
         # added by on_done(), removed by committed() once a status write carried it.
         self._outcomes: dict[str, Outcome] = {}
+        # Task key -> uids of its Jobs deleted by delete_finished_jobs() that the Jobs cache may
+        # still list: a second DELETE could only answer 404. A uid goes when a reconcile of its
+        # Task no longer sees the Job, the entry with its last uid or with the Task (forget()).
+        # Only the worker reconciling the Task reads or writes its entry.
+        self._deleted_jobs: dict[str, set[str]] = {}
+        # Task key -> names of its pods whose log finalizer release() removed while the Pods cache
+        # may still show it: another patch would change nothing. Same life as _deleted_jobs.
+        self._released_pods: dict[str, set[str]] = {}
+
+    @property
+    def ships_logs(self) -> bool:
+        """Whether executions' logs are shipped (and so get a final ``log`` state in the status)."""
+        return self._pool is not None
 
     @property
     def pod_finalizers(self) -> tuple[str, ...]:
@@ -158,22 +171,27 @@ class LogCoordinator:
         logs = {e["name"]: e for e in status.get("executions") or []}
         now = self._clock.now()
         next_deadline: float | None = None
+        task_key = f"{task['metadata']['namespace']}/{task['metadata']['name']}"
+        released = self._released_pods.pop(task_key, set())
+        holding = {pod["metadata"]["name"] for pods in pods_by_job.values() for pod in pods
+                   if FINALIZER in (pod["metadata"].get("finalizers") or [])}
+        released &= holding  # the cache caught up with the others
         for execution, pods in pods_by_job.items():
             latest = latest_pod(pods)
             state = (logs.get(execution, {}).get("log") or {}).get("state")
             for pod in pods:
-                if FINALIZER not in (pod["metadata"].get("finalizers") or []):
+                if pod["metadata"]["name"] not in holding or pod["metadata"]["name"] in released:
                     continue
                 if self._pool is None and pod_is_terminal(pod):
-                    await self._remove_finalizer(pod)  # shipping was turned off since this pod began
+                    await self._remove_finalizer(pod, released)  # shipping was turned off since this pod began
                 elif state in FINAL_LOG_STATES or (pod is not latest and pod_is_terminal(pod)):
-                    await self._remove_finalizer(pod)
+                    await self._remove_finalizer(pod, released)
                 elif pod_is_terminal(pod):
                     ended = _ended_at(pod, logs.get(execution))
                     waited = (now - ended).total_seconds() if ended else 0.0
                     left = self._settings.release_after_seconds - waited
                     if left <= 0:
-                        await self._remove_finalizer(pod)
+                        await self._remove_finalizer(pod, released)
                         self._events.record(task, WARNING, "LogReleased",
                                             f"Released pod {pod['metadata']['name']} of {execution} after "
                                             f"{self._settings.release_after_seconds:.0f}s without its log stored")
@@ -184,6 +202,8 @@ class LogCoordinator:
                             self._enqueue(f"{task['metadata']['namespace']}/{task['metadata']['name']}")
                     else:
                         next_deadline = left if next_deadline is None else min(next_deadline, left)
+        if released:
+            self._released_pods[task_key] = released
         return next_deadline
 
     async def delete_finished_jobs(self, task: dict, status: dict, jobs: list[dict],
@@ -194,8 +214,12 @@ class LogCoordinator:
             return False
         waiting = False
         logs = {e["name"]: e for e in status.get("executions") or []}
+        task_key = f"{task['metadata']['namespace']}/{task['metadata']['name']}"
+        deleted = self._deleted_jobs.pop(task_key, set()) & {job["metadata"]["uid"] for job in jobs}
         for job in jobs:
             name = job["metadata"]["name"]
+            if job["metadata"]["uid"] in deleted:
+                continue
             execution = logs.get(name)
             if execution is None or execution.get("phase") not in TERMINAL_PHASES:
                 continue
@@ -210,29 +234,39 @@ class LogCoordinator:
                 log.info("deleted finished job: log stored", job=name)
             except (NotFound, Conflict):
                 pass
+            deleted.add(job["metadata"]["uid"])
+        if deleted:
+            self._deleted_jobs[task_key] = deleted
         return waiting
 
-    async def _remove_finalizer(self, pod: dict) -> None:
-        finalizers = pod["metadata"].get("finalizers") or []
-        index = finalizers.index(FINALIZER)
-        patch = [
-            {"op": "test", "path": f"/metadata/finalizers/{index}", "value": FINALIZER},
-            {"op": "remove", "path": f"/metadata/finalizers/{index}"},
-        ]
+    def forget(self, task_key: str) -> None:
+        """The Task is gone: drop what was kept for it."""
+        self._deleted_jobs.pop(task_key, None)
+        self._released_pods.pop(task_key, None)
+
+    def pod_changed(self, pod: dict) -> None:
+        """The Pods informer's handler: a pod whose log is being followed has ended, so its ship
+        reads the rest and seals the log now, without waiting for its Task's reconcile (in a
+        burst the workqueue is deep, and a follow kept open holds one of the pool's streams)."""
+        if not pod_is_terminal(pod):
+            return
+        labels = pod["metadata"].get("labels") or {}
+        execution = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+        ticket = self._shipping.get(execution) if execution else None
+        if ticket is not None and ticket.pod == pod["metadata"]["name"]:
+            ticket.terminal.set()
+
+    async def _remove_finalizer(self, pod: dict, released: set[str]) -> None:
+        """One strategic merge patch that deletes the finalizer by value: unlike a JSON patch at an
+        index, it cannot fail when another finalizer (the Job controller's ``job-tracking``) is
+        removed at the same moment, so it costs one call, never a 422 and a retry."""
+        patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": [FINALIZER]}}
         try:
             await self._client.patch(PODS, pod["metadata"]["name"], patch, namespace=pod["metadata"]["namespace"],
-                                     patch_type="json")
+                                     patch_type="strategic")
         except NotFound:
             pass
-        except (Invalid, Conflict):
-            # The list changed under us (another finalizer removed): the pod's update event brings
-            # it back with fresh indexes.
-            self._enqueue_pod_task(pod)
-
-    def _enqueue_pod_task(self, pod: dict) -> None:
-        task = (pod["metadata"].get("labels") or {}).get("fabric.dev/task")
-        if task:
-            self._enqueue(f"{pod['metadata']['namespace']}/{task}")
+        released.add(pod["metadata"]["name"])
 
     async def close(self, drain_seconds: float) -> None:
         if self._pool is not None:

@@ -8,11 +8,26 @@ a stale cache can at worst meet ``AlreadyExists``, never create a second child.
 Writes: create Job/CronJob, patch the CronJob when the Task's spec changes, delete a CronJob left
 from when the Task had a schedule, replace the Task's status (with its resourceVersion, so a status
 computed from a stale Task is refused with 409 and recomputed), and Events.
+
+Status writes are coalesced over a window: a change that leaves an execution still in flight is
+held until the window since the first held change runs out, so transitions that land within it
+go out as one write. The window is ``status_window`` while an execution has yet to end (a Job
+just created, a pod running: a short run's Pending -> Running -> Succeeded is one write), and the
+longer ``log_window`` once every execution's pod ended but one is not yet settled: its log is
+still being stored or the Job controller has yet to mark the Job (the end, its exit code and the
+stored log are one write; in a burst logs wait for a stream and Jobs for the Job controller). A change that
+settles every execution (terminal with a final log state), or any change of a Task without
+executions in flight, is written at once, and so is a change of a field in ``NEVER_HELD`` (a
+spec change, the schedule). While a change is held, the Task is
+described by its status as last written: the gateway's records, pod releases and Job deletions
+all follow the written status, so none acts on what is not yet stored (a crash loses only the
+held change, which the next reconcile derives again from the cluster and the log outcomes).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -45,6 +60,10 @@ MAX_SCHEDULE_REQUEUE_SECONDS = 3600.0
 LOG_QUEUE_FULL_RETRY_SECONDS = 5.0
 # Executions whose final record sequence is remembered (see TaskReconciler._final_sequences).
 MAX_REMEMBERED_EXECUTIONS = 100_000
+# Status fields whose change is written at once, whatever executions are in flight: they answer
+# a spec change or the schedule, not an execution's progress (the first status of a Task sets
+# them too; it may be held).
+NEVER_HELD = ("observedGeneration", "nextScheduleTime", "lastScheduleTime", "scheduleDescription", "missedRuns")
 # How often to look whether the gateway confirmed the record of a Job waiting to be deleted.
 GATEWAY_CONFIRMATION_POLL_SECONDS = 2.0
 
@@ -80,6 +99,8 @@ class TaskReconciler:
         logs: LogCoordinator,
         reporter: StatusReporter | None = None,
         admission: Admission | None = None,
+        status_window: float = 0.0,
+        log_window: float = 0.0,
     ):
         self._client = client
         self._tasks = tasks
@@ -93,6 +114,12 @@ class TaskReconciler:
         self._logs = logs
         self._reporter = reporter
         self._admission = admission
+        self._status_window = status_window
+        self._log_window = log_window
+        # Task key -> when a status change was first held back (see the module docstring). Only the
+        # worker reconciling the key touches its entry (the workqueue never hands a key to two);
+        # an entry ends with the next status write or the Task's removal.
+        self._held_since: dict[str, datetime] = {}
         # execution -> sequence of the first reported record that carried a terminal phase and a
         # final log state; the Job may be deleted once the gateway confirmed that sequence.
         # Rebuilt by reconciles (records are reported every time), so it is only a bounded LRU:
@@ -110,6 +137,8 @@ class TaskReconciler:
             # Children carry ownerReferences to the Task: the garbage collector removes them.
             if task is None:
                 self._written.pop(key, None)
+                self._held_since.pop(key, None)
+                self._logs.forget(key)
             return Result.done()
         if self._cache_behind_our_write(key, task):
             return Result.done()
@@ -162,7 +191,7 @@ class TaskReconciler:
         except AlreadyExists:
             return False  # the cache has not seen it yet; the next event brings it
         bound.info("created job", job=name)
-        self._events.record(task, NORMAL, "CreatedJob", f"Created Job {name}")
+        self._events.record(task, NORMAL, "CreatedJob", f"Created Job {name}", repeats_status=True)
         return True
 
     async def _ensure_cronjob(self, task: dict, spec: TaskSpec, bound: Any) -> bool:
@@ -229,10 +258,18 @@ class TaskReconciler:
             queue_of=(lambda name: admission.waiting(f"{namespace}/{name}")) if admission else None,
             pool_exists=admission is None or spec.task_pool is None or admission.pool_exists(spec.task_pool))
         self._logs.merge_into(status)
+        hold_for = None
         if status != previous:
-            task = await self._write_status(task, status)
-            self._announce_transitions(task, previous, status)
-        self._logs.committed(status)
+            hold_for = self._hold(key, status, previous)
+            if hold_for is None:
+                task = await self._write_status(task, status)
+                self._announce_transitions(task, previous, status)
+                self._logs.committed(status)
+            else:
+                status = previous  # what the cluster knows; see the module docstring
+        else:
+            self._held_since.pop(key, None)
+            self._logs.committed(status)
 
         release_in = await self._logs.release(task, status, pods_by_job)
         self._report(task, spec, status)
@@ -240,9 +277,25 @@ class TaskReconciler:
 
         waits = [self._seconds_to_next_run(status), release_in,
                  None if shipping_has_room else LOG_QUEUE_FULL_RETRY_SECONDS,
-                 GATEWAY_CONFIRMATION_POLL_SECONDS if awaiting_gateway else None]
+                 GATEWAY_CONFIRMATION_POLL_SECONDS if awaiting_gateway else None, hold_for]
         waits = [w for w in waits if w is not None]
         return Result.after(min(waits)) if waits else Result.done()
+
+    def _hold(self, key: str, status: dict, previous: dict) -> float | None:
+        """Whether to hold back this status change: None writes it now, else the seconds left of
+        the Task's coalescing window."""
+        window = _window(status, self._logs.ships_logs, running=self._status_window,
+                         storing=self._log_window)
+        if window <= 0 or (previous and any(status.get(f) != previous.get(f) for f in NEVER_HELD)):
+            self._held_since.pop(key, None)
+            return None
+        now = self._clock.now()
+        since = self._held_since.setdefault(key, now)
+        left = window - (now - since).total_seconds()
+        if left <= 0:
+            self._held_since.pop(key, None)
+            return None
+        return left
 
     def _report(self, task: dict, spec: TaskSpec, status: dict) -> None:
         """Send the Task's and its executions' records to the gateway (coalesced, never blocks).
@@ -304,7 +357,7 @@ class TaskReconciler:
             if phase == "Succeeded":
                 self._metrics.executions.labels("Succeeded").inc()
                 self._events.record(task, NORMAL, "ExecutionSucceeded",
-                                          f"Execution {execution['name']} succeeded")
+                                    f"Execution {execution['name']} succeeded", repeats_status=True)
             elif phase == "Failed":
                 self._metrics.executions.labels("Failed").inc()
                 detail = ", ".join(
@@ -315,7 +368,8 @@ class TaskReconciler:
                 self._events.record(task, WARNING, "ExecutionFailed",
                                     f"Execution {execution['name']} failed" + (f": {detail}" if detail else ""))
             elif phase == "Running" and execution["name"] not in before:
-                self._events.record(task, NORMAL, "ExecutionStarted", f"Execution {execution['name']} started")
+                self._events.record(task, NORMAL, "ExecutionStarted", f"Execution {execution['name']} started",
+                                    repeats_status=True)
 
     async def _report_invalid(self, task: dict, message: str, *, reason: str) -> None:
         status = invalid_status(task, message, self._clock.now(), reason=reason)
@@ -338,6 +392,23 @@ def _revision(obj: dict) -> int | None:
     today), else None: resourceVersions are opaque by contract, so a non-number compares as unknown."""
     version = (obj.get("metadata") or {}).get("resourceVersion")
     return int(version) if isinstance(version, str) and version.isdigit() else None
+
+
+def _window(status: dict, ships_logs: bool, *, running: float, storing: float) -> float:
+    """How long a change to ``status`` may be held: ``running`` while an execution's pod has yet
+    to end, ``storing`` while an ended one (or one whose pod ended, the Job not yet marked) has
+    yet to be settled (terminal, and its log final when logs are shipped), else 0 (written at once)."""
+    window = 0.0
+    for execution in status.get("executions") or []:
+        ended = execution.get("phase") in TERMINAL_PHASES
+        settled = ended and (not ships_logs or (execution.get("log") or {}).get("state") in FINAL_LOG_STATES)
+        if settled:
+            continue
+        if not ended and execution.get("exitCode") is None:
+            return running  # its pod has yet to end
+        # Ended, or its pod ended (an exit code) and the Job controller has yet to say so.
+        window = storing
+    return window
 
 
 def _ready(status: dict) -> dict:

@@ -8,7 +8,9 @@ watch, create, replace, patch, delete) the way the API server would for the case
   object gets a ``uid`` and a ``creationTimestamp`` from the injected clock;
 - ``replace`` with a stale ``metadata.resourceVersion`` raises ``Conflict``; ``replace`` of the
   ``status`` subresource changes only the status; a spec change bumps ``metadata.generation``;
-- ``patch`` is a JSON merge patch, also conditional on a ``resourceVersion`` it carries;
+- ``patch`` is a JSON merge patch, also conditional on a ``resourceVersion`` it carries; a
+  strategic merge patch is one too, plus its ``$deleteFromPrimitiveList/<list>`` directive
+  (removes those values from the list, wherever they are);
 - ``delete`` removes the object; owned objects stay until ``collect_garbage()`` (the garbage
   collector is asynchronous in a real cluster too);
 - ``watch`` streams ADDED/MODIFIED/DELETED for the writes made after it started, until the
@@ -37,6 +39,7 @@ from typing import Any, NamedTuple
 from controller.informer import Store
 from controller.kube import AlreadyExists, Conflict, NotFound, Resource
 from controller.kube.errors import Invalid
+from controller.model.trim import CACHE_TRANSFORMS
 
 Key = tuple[str, str | None, str]  # (plural, namespace, name)
 
@@ -57,6 +60,22 @@ def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
             target.pop(field, None)
         elif isinstance(value, dict) and isinstance(target.get(field), dict):
             _merge(target[field], value)
+        else:
+            target[field] = copy.deepcopy(value)
+
+
+def _strategic_merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """A JSON merge patch plus ``$deleteFromPrimitiveList/<field>``, in place."""
+    directive = "$deleteFromPrimitiveList/"
+    for field, value in patch.items():
+        if field.startswith(directive):
+            name = field[len(directive):]
+            if isinstance(target.get(name), list):
+                target[name] = [item for item in target[name] if item not in value]
+        elif isinstance(value, dict) and isinstance(target.get(field), dict):
+            _strategic_merge(target[field], value)
+        elif value is None:
+            target.pop(field, None)
         else:
             target[field] = copy.deepcopy(value)
 
@@ -132,7 +151,8 @@ class FakeKube:
         return copy.deepcopy(obj)
 
     def sync(self, stores: dict[Resource, Store]) -> None:
-        """Make each informer store hold exactly what the fake holds for its resource."""
+        """Make each informer store hold exactly what the fake holds for its resource, trimmed as the
+        operator's informers trim it (``CACHE_TRANSFORMS``)."""
         for res, store in stores.items():
             wanted = {f"{ns}/{name}" if ns else name: obj
                       for (plural, ns, name), obj in self.objects.items() if plural == res.plural}
@@ -140,7 +160,7 @@ class FakeKube:
                 if key not in wanted:
                     store.delete(key)
             for obj in wanted.values():
-                store.upsert(copy.deepcopy(obj))
+                store.upsert(CACHE_TRANSFORMS.get(res.plural, _whole)(copy.deepcopy(obj)))
 
     def collect_garbage(self) -> list[str]:
         """Delete every object whose owners are all gone (as the garbage collector does); returns
@@ -234,6 +254,8 @@ class FakeKube:
         updated = copy.deepcopy(current)
         if patch_type == "json":
             _json_patch(updated, patch)
+        elif patch_type == "strategic":
+            _strategic_merge(updated, patch)
         else:
             self._check_version(res, name, (patch.get("metadata") or {}).get("resourceVersion"), current)
             _merge(updated, {k: v for k, v in patch.items() if subresource != "status" or k == "status"})
@@ -308,3 +330,6 @@ def _matches(obj: dict[str, Any], selector: str | None) -> bool:
     labels = obj["metadata"].get("labels") or {}
     return all(labels.get(k) == v for k, _, v in (term.partition("=") for term in selector.split(",")))
 
+
+def _whole(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj

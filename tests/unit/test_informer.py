@@ -7,6 +7,7 @@ tests step, so backoff, the watchdog and resync run without sleeping.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -520,3 +521,20 @@ def test_store_replace_reports_adds_changes_and_deletions_and_keeps_indices_exac
     assert store.resource_version == "4"
     with pytest.raises(KeyError):
         store.by_index("no-such-index", "x")
+
+
+def test_a_store_gives_back_what_was_cached_and_each_read_its_own_copy() -> None:
+    """Objects are held encoded (store.py): every read decodes a fresh copy, equal to what was
+    stored, so a reader changing what it got changes nothing in the cache."""
+    store = Store()
+    store.add_indexers({"by_phase": lambda obj: [obj["status"]["phase"]]})
+    pod = {"metadata": {"name": "p", "namespace": "ns", "resourceVersion": "1"},
+           "status": {"phase": "Running", "n": 1.5, "ok": True, "none": None, "text": "é \u2028 😀"}}
+    store.upsert(copy.deepcopy(pod))
+    first = store.get("ns/p")
+    assert first == pod and store.list() == [pod] and store.by_index("by_phase", "Running") == [pod]
+    first["status"]["phase"] = "Failed"
+    assert store.get("ns/p") == pod and store.index_keys("by_phase", "Failed") == []
+    old, new = store.upsert({**pod, "status": {"phase": "Succeeded"}})
+    assert old == pod and store.index_keys("by_phase", "Running") == [] and store.index_keys("by_phase", "Succeeded") == ["ns/p"]
+    assert store.delete("ns/p") == new and len(store) == 0

@@ -640,6 +640,9 @@ async def test_on_request_reports_verb_resource_code_and_duration(api: Api) -> N
                   {"code": "409", "method": "PATCH", "host": "local"}) == 1
     assert sample("rest_client_request_duration_seconds_count",
                   {"verb": "GET", "host": "local"}) == 1
+    assert sample("fabric_kube_requests_total",
+                  {"verb": "get", "resource": "tasks/status", "code": "200"}) == 1
+    assert sample("fabric_kube_requests_total", {"verb": "patch", "resource": "jobs", "code": "409"}) == 1
 
 
 # -- TLS ----------------------------------------------------------------------------------------

@@ -278,3 +278,146 @@ async def test_closing_hands_each_stream_over_to_the_next_leaders_pool(api, clie
     assert (tmp_path / "tasks" / "job-0" / "log.txt").read_bytes() == content_of(recs)
     await new.close()
     await new_runner
+
+
+# -- scheduling: waiting streams lend their slot, running pods first, a freed slot at once --------
+
+
+async def step(clock: FakeClock, seconds: float, step: float = 0.05) -> None:
+    """Let ``seconds`` of fake time pass in small steps, each letting the woken tasks run."""
+    for _ in range(round(seconds / step)):
+        await clock.advance(step)
+        await until(lambda: bool(clock.deadlines), "a sleeper to park")
+
+
+async def step_until(clock: FakeClock, predicate, what: str, *, seconds: float = 5.0, step: float = 0.05) -> None:
+    """Let fake time pass in small steps (a follow's flush ticks) until ``predicate`` holds,
+    at most ``seconds`` of it."""
+    for _ in range(round(seconds / step)):
+        if predicate():
+            return
+        await clock.advance(step)
+        await until(lambda: predicate() or bool(clock.deadlines), "a sleeper to park")
+    assert predicate(), f"not true after {seconds} fake seconds: {what}"
+
+
+async def test_a_caught_up_follow_lends_its_slot_to_a_queued_finished_log(api, client, tmp_path):
+    """One slot, one more for a waiting stream: a follow that has read nothing for idle_after no
+    longer keeps a finished pod's log queued; the follow stays open and still ends with its log."""
+    clock = FakeClock()
+    done = Done()
+    pool = make_pool(client, tmp_path, done, clock=clock, max_streams=1, max_waiting=1, idle_after=2.0)
+    runner = asyncio.create_task(pool.run())
+    recs = recs_for(0, 200)
+    following = FakePod(recs[:150])
+    api.pods[("ns", "pod-0")] = following
+    api.pods[("ns", "pod-1")] = FakePod(recs_for(1))
+    running = asyncio.Event()
+    await pool.submit("job-0", "ns", "pod-0", None, running)
+    await until(lambda: len(follows(api)) == 1, "job-0 to follow its pod")
+    finished = asyncio.Event()
+    finished.set()
+    await pool.submit("job-1", "ns", "pod-1", None, finished)
+    assert pool.active == {"job-0"} and pool.queued == 1, "job-0 has just read: it moves"
+    # Fake time passes: job-0's follow brings nothing, so it turns waiting and lends its slot.
+    await step_until(clock, lambda: "job-1" in done.outcomes, "job-1 to be shipped")
+    assert isinstance(done.outcomes["job-1"], Stored) and pool.active == {"job-0"}
+    assert api.max_open_streams == 2
+    following.recs.extend(recs[150:])
+    api.poke()
+    running.set()
+    await step_until(clock, lambda: len(done.outcomes) == 2, "job-0 stored")
+    assert done.outcomes["job-0"].size == len(content_of(recs))
+    assert (tmp_path / "tasks" / "job-0" / "log.txt").read_bytes() == content_of(recs)
+    assert (tmp_path / "tasks" / "job-1" / "log.txt").read_bytes() == content_of(recs_for(1))
+    await pool.close()
+    await runner
+
+
+async def test_waiting_streams_are_bounded_and_a_moving_one_keeps_the_next_queued(api, client, tmp_path):
+    """max_streams + max_waiting streams at most; a lent-out follow that brings lines again
+    counts as moving, so the next log waits until fewer than max_streams move."""
+    clock = FakeClock()
+    done = Done()
+    pool = make_pool(client, tmp_path, done, clock=clock, max_streams=1, max_waiting=1, idle_after=2.0)
+    runner = asyncio.create_task(pool.run())
+    terminals = [asyncio.Event() for _ in range(3)]
+    recs = [recs_for(i, 100) for i in range(3)]
+    pods = [FakePod(recs[i][:50]) for i in range(3)]
+    for i in range(3):
+        api.pods[("ns", f"pod-{i}")] = pods[i]
+        await pool.submit(f"job-{i}", "ns", f"pod-{i}", None, terminals[i])
+    await until(lambda: len(follows(api)) == 1, "job-0 to follow")
+    await step_until(clock, lambda: len(follows(api)) == 2, "job-1 to start in the slot job-0 lends")
+    await step(clock, 4.0)  # both wait now, but two streams are open: the cap
+    assert pool.active == {"job-0", "job-1"} and pool.queued == 1
+    pods[0].recs.extend(recs[0][50:])  # job-0 moves again
+    api.poke()
+    await until(lambda: pool.slots.moving(clock.monotonic()) == 1, "job-0 to read its new lines")
+    moved = clock.monotonic()
+    terminals[1].set()  # job-1 ends: room for one more stream, but job-0 moves
+    await step_until(clock, lambda: "job-1" in done.outcomes, "job-1 to be stored", seconds=1.5)
+    await clock.settle()
+    assert pool.active == {"job-0"}, "job-0 moved within idle_after: it holds the one slot"
+    await step_until(clock, lambda: "job-2" in pool.active, "job-2 to start once job-0 is quiet")
+    assert clock.monotonic() >= moved + 2.0 - 1e-9, "job-2 started only once job-0 read nothing for idle_after"
+    for t in terminals:
+        t.set()
+    await step_until(clock, lambda: len(done.outcomes) == 3, "every log stored")
+    for i in range(3):
+        assert (tmp_path / "tasks" / f"job-{i}" / "log.txt").read_bytes() == content_of(pods[i].recs)
+    assert api.max_open_streams == 2
+    await pool.close()
+    await runner
+
+
+async def test_a_pod_still_running_is_started_before_finished_ones(api, client, tmp_path):
+    done = Done()
+    order: list[str] = []
+
+    async def on_done(execution, outcome):
+        order.append(execution)
+        await done(execution, outcome)
+
+    pool = make_pool(client, tmp_path, on_done, max_streams=1)
+    runner = asyncio.create_task(pool.run())
+    terminals = {}
+    for i in range(4):
+        api.pods[("ns", f"pod-{i}")] = FakePod(recs_for(i, 20))
+        terminals[i] = asyncio.Event()
+    await pool.submit("job-0", "ns", "pod-0", None, terminals[0])
+    await until(lambda: pool.active == {"job-0"}, "job-0 to start")
+    terminals[1].set()
+    terminals[3].set()
+    for i in (1, 2, 3):  # finished, running, finished
+        await pool.submit(f"job-{i}", "ns", f"pod-{i}", None, terminals[i])
+    terminals[0].set()
+    await until(lambda: pool.active == {"job-2"}, "the running pod's log to start next")
+    terminals[2].set()
+    await done.wait_for(4)
+    assert order == ["job-0", "job-2", "job-1", "job-3"]
+    await pool.close()
+    await runner
+
+
+async def test_a_freed_slot_starts_the_next_log_before_on_done_returns(api, client, tmp_path):
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def on_done(execution, outcome):
+        seen.append(execution)
+        if execution == "job-0":
+            await release.wait()  # a slow callback (the reconciler's status write, say)
+
+    pool = make_pool(client, tmp_path, on_done, max_streams=1)
+    runner = asyncio.create_task(pool.run())
+    for i in range(2):
+        api.pods[("ns", f"pod-{i}")] = FakePod(recs_for(i, 20))
+        terminal = asyncio.Event()
+        terminal.set()
+        await pool.submit(f"job-{i}", "ns", f"pod-{i}", None, terminal)
+    await until(lambda: seen == ["job-0", "job-1"], "job-1 shipped while job-0's on_done still runs")
+    assert not release.is_set()
+    release.set()
+    await pool.close()
+    await runner

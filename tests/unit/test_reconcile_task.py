@@ -5,7 +5,7 @@ test decides when the cache catches up with the API server. Covered: a one-off T
 scheduled Task's CronJob and its updates, a schedule removed (the CronJob goes, one Job runs, the
 executions stay in the status), a Task deleted and created again under the same name (runs again,
 never inherits the old Task's Jobs), the skip while the cache is behind our own status write, and
-children the API server refuses.
+children the API server refuses, and status changes coalesced over the status window.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def manifest(name: str, *, schedule: str | None = None, **spec: object) -> dict:
 class World:
     """A TaskReconciler wired to the fake API, with the stores an Operator would give it."""
 
-    def __init__(self, kube: FakeKube, clock: FakeClock) -> None:
+    def __init__(self, kube: FakeKube, clock: FakeClock, status_window: float = 0.0) -> None:
         self.kube, self.clock = kube, clock
         self.tasks, self.jobs, self.cronjobs, self.pods = Store(), Store(), Store(), Store()
         self.jobs.add_indexers({"by_task": task_key_of_child})
@@ -56,7 +56,7 @@ class World:
         self.reconcile = TaskReconciler(
             kube, tasks=self.tasks, jobs=self.jobs, cronjobs=self.cronjobs, pods=self.pods,
             events=self.events, clock=clock, metrics=ReconcileMetrics(self.registry),
-            execution_history=10, logs=logs)
+            execution_history=10, logs=logs, status_window=status_window)
 
     def sync(self) -> None:
         """The informers deliver everything the API server holds."""
@@ -391,3 +391,99 @@ async def test_a_child_the_api_server_rejects_makes_the_task_invalid(world: Worl
     assert ready["reason"] == "ChildRejected" and "the API server rejected the Job: Job.batch" in ready["message"]
     assert world.kube.names(JOBS) == []
     assert await world.reasons() == ["ChildRejected"]  # reported once, not at every reconcile
+
+
+# -- status changes coalesced over the window ---------------------------------------------------------
+
+
+def status_writes(world: World, name: str) -> list[dict]:
+    return [w.body["status"] for w in world.kube.writes
+            if w.verb == "replace" and w.plural == TASKS.plural and w.name == name and w.subresource == "status"]
+
+
+async def test_a_short_run_within_the_window_is_one_status_write(kube: FakeKube, clock: FakeClock) -> None:
+    world = World(kube, clock, status_window=2.0)
+    await world.kube.create(TASKS, manifest("short"), namespace=NS)
+    world.sync()
+    await world.reconcile(f"{NS}/short")  # creates the Job
+    job = world.kube.names(JOBS)[0]
+    world.sync()
+    held = await world.reconcile(f"{NS}/short")
+    assert status_writes(world, "short") == [], "Pending is held while the execution is in flight"
+    assert held.requeue_after == pytest.approx(2.0), "looked at again when the window runs out"
+    clock.advance(1.0)
+    world.finish(job)  # the run ends within the window
+    await world.settle("short")
+    writes = status_writes(world, "short")
+    assert [w["phase"] for w in writes] == ["Succeeded"], "Pending and Succeeded went out as one write"
+    assert [(e["name"], e["phase"]) for e in writes[0]["executions"]] == [(job, "Succeeded")]
+    assert await world.reasons() == ["CreatedJob", "ExecutionSucceeded"], "the Events are the same"
+
+
+async def test_a_change_held_for_the_whole_window_is_written_when_it_runs_out(kube: FakeKube,
+                                                                             clock: FakeClock) -> None:
+    world = World(kube, clock, status_window=2.0)
+    await world.kube.create(TASKS, manifest("long"), namespace=NS)
+    world.sync()
+    await world.reconcile(f"{NS}/long")
+    world.sync()
+    assert (await world.reconcile(f"{NS}/long")).requeue_after == pytest.approx(2.0)
+    clock.advance(1.5)
+    assert (await world.reconcile(f"{NS}/long")).requeue_after == pytest.approx(0.5), \
+        "the window counts from the first held change, not from the last reconcile"
+    assert status_writes(world, "long") == []
+    clock.advance(0.5)
+    await world.reconcile(f"{NS}/long")
+    assert [w["phase"] for w in status_writes(world, "long")] == ["Pending"]
+
+
+async def test_a_change_of_a_task_without_executions_in_flight_is_written_at_once(kube: FakeKube,
+                                                                                 clock: FakeClock) -> None:
+    world = World(kube, clock, status_window=2.0)
+    await world.kube.create(TASKS, manifest("cron", schedule="*/5 * * * *"), namespace=NS)
+    await world.settle("cron")
+    assert world.status("cron")["phase"] == "Active" and len(status_writes(world, "cron")) == 1
+
+
+def execution(phase: str, log: str | None = None, **fields: object) -> dict:
+    return {"name": f"x-{phase}", "phase": phase, **({"log": {"state": log}} if log else {}), **fields}
+
+
+@pytest.mark.parametrize("executions, ships_logs, window", [
+    pytest.param([], True, 0.0, id="no-executions-written-at-once"),
+    pytest.param([execution("Pending")], True, 2.0, id="pending"),
+    pytest.param([execution("Running", "streaming")], True, 2.0, id="running"),
+    pytest.param([execution("Succeeded", "streaming")], True, 30.0, id="ended-log-being-stored"),
+    pytest.param([execution("Failed")], True, 30.0, id="ended-log-not-yet-taken"),
+    pytest.param([execution("Succeeded", "stored")], True, 0.0, id="settled-written-at-once"),
+    pytest.param([execution("Failed", "lost")], True, 0.0, id="lost-is-final"),
+    pytest.param([execution("Succeeded")], False, 0.0, id="no-log-shipping-ended-is-settled"),
+    pytest.param([execution("Succeeded", "streaming"), execution("Running")], True, 2.0,
+                 id="one-still-running-the-short-window"),
+    pytest.param([execution("Running", "stored", exitCode=0)], True, 30.0, id="pod-ended-job-not-yet-marked"),
+    pytest.param([execution("Running", exitCode=1)], False, 30.0, id="pod-ended-no-log-shipping"),
+])
+def test_the_window_a_status_change_is_held_for(executions, ships_logs, window) -> None:
+    from controller.reconcile.task import _window
+    assert _window({"executions": executions}, ships_logs, running=2.0, storing=30.0) == window
+
+
+async def test_a_spec_change_is_written_at_once_while_an_execution_is_in_flight(kube: FakeKube,
+                                                                               clock: FakeClock) -> None:
+    world = World(kube, clock, status_window=2.0)
+    await world.kube.create(TASKS, manifest("edit"), namespace=NS)
+    world.sync()
+    await world.reconcile(f"{NS}/edit")
+    world.sync()
+    await world.reconcile(f"{NS}/edit")
+    clock.advance(2.0)
+    await world.reconcile(f"{NS}/edit")
+    assert [w["phase"] for w in status_writes(world, "edit")] == ["Pending"]
+    world.sync()
+    task = world.task("edit")
+    world.kube.put(TASKS, {**task, "metadata": {**task["metadata"], "generation": 2},
+                           "spec": {**task["spec"], "payload": {"n": 2}}})
+    world.sync()
+    await world.reconcile(f"{NS}/edit")
+    assert [w["observedGeneration"] for w in status_writes(world, "edit")] == [1, 2], \
+        "the Job is still Pending, yet the new generation is written at once"
