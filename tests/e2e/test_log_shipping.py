@@ -149,7 +149,7 @@ async def test_a_100mb_log_arrives_byte_identical(kube, namespace, kubeconfig, s
     assert served == big_log.sha256
     assert registry.get_sample_value("fabric_log_bytes_shipped_total") == big_log.size
     assert registry.get_sample_value("fabric_log_lines_shipped_total") == big_log.lines
-    # Read the backlog, followed while the pod ran, then read the rest from the cursor: no errors.
+    # Followed while the pod ran, then the rest read from the cursor: no errors.
     assert registry.get_sample_value("fabric_log_resumes_total") == 0
 
 
@@ -179,9 +179,8 @@ async def test_three_restarts_mid_stream_are_still_byte_identical(kube, namespac
         done.set()
 
     def new_pool() -> LogShipperPool:
-        # Follow from the first byte (no plain catch-up read), so the restarts hit the follow path.
         return LogShipperPool(kube, sink, clock=RealClock(), max_streams=1, on_done=on_done,
-                              options=ShipOptions(chunk_bytes=256 * 1024, catch_up_bytes=0))
+                              options=ShipOptions(chunk_bytes=256 * 1024))
 
     pool_ref = [new_pool()]
     runner = asyncio.create_task(pool_ref[0].run())

@@ -152,19 +152,19 @@ async def test_a_second_submit_of_the_same_execution_is_a_no_op(api, client, tmp
     while not pool.active:
         await asyncio.sleep(0.005)
     assert await pool.submit("job-0", "ns", "pod-0", None, terminal) is False  # running
-    # The pod ends only once the stream follows it (set earlier, the catch-up read would already
-    # see a terminal pod and skip following: a race on a loaded machine, not what is tested here).
+    # The pod ends only once the stream follows it (set earlier, the stream would see a terminal
+    # pod and read it with the final read alone: a race on a loaded machine, not what is tested here).
     while not any(r["follow"] == "true" for r in api.requests):
         await asyncio.sleep(0.005)
     terminal.set()
     await done.wait_for(1)
-    assert [r["follow"] for r in api.requests] == ["false", "true", "false"]  # catch up, follow, final
+    assert [r["follow"] for r in api.requests] == ["true", "false"]  # follow, final
     # Done: a new submit ships again, and a stored log answers from the sink without reading.
     done.outcomes.clear()
     assert await pool.submit("job-0", "ns", "pod-0", None, terminal) is True
     await done.wait_for(1)
     assert isinstance(done.outcomes["job-0"], Stored)
-    assert len(api.requests) == 3
+    assert len(api.requests) == 2
     await pool.close()
     await runner
 
@@ -191,6 +191,7 @@ async def test_close_cancels_streams_after_the_drain_and_refuses_submits(api, cl
         api.pods[("ns", f"pod-{i}")] = FakePod(recs_for(i))
         await pool.submit(f"job-{i}", "ns", f"pod-{i}", None, asyncio.Event())  # never terminal
     await until(lambda: len(follows(api)) == 2, "both streams to follow their pods")
+    await step_until(clock, lambda: stored_bytes(pool.sink, "job-0") > 0, "the first stream to store lines")
     drain_ends = clock.monotonic() + 30
     closing = asyncio.create_task(pool.close(drain_seconds=30))
     await until(lambda: drain_ends in clock.deadlines, "the drain to wait on the clock")
@@ -245,7 +246,8 @@ async def test_closing_hands_each_stream_over_to_the_next_leaders_pool(api, clie
     old_runner = asyncio.create_task(old.run())
     await old.submit("job-0", "ns", "pod-0", None, asyncio.Event())
     await until(lambda: len(follows(api)) == 1, "the old pool to follow the log")
-    assert (await old.sink.state("job-0")).size == len(content_of(recs[:100]))
+    await step_until(clock, lambda: stored_bytes(old.sink, "job-0") == len(content_of(recs[:100])),
+                     "the old pool to store the first 100 lines", step=1.0)
     drain_ends = clock.monotonic() + 30
     closing = asyncio.create_task(old.close(drain_seconds=30))
     await until(lambda: drain_ends in clock.deadlines, "the drain to wait on the clock")
@@ -281,6 +283,11 @@ async def test_closing_hands_each_stream_over_to_the_next_leaders_pool(api, clie
 
 
 # -- scheduling: waiting streams lend their slot, running pods first, a freed slot at once --------
+
+
+def stored_bytes(sink, execution: str) -> int:
+    path = sink.log_path(execution)
+    return path.stat().st_size if path.exists() else 0
 
 
 async def step(clock: FakeClock, seconds: float, step: float = 0.05) -> None:

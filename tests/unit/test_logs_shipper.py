@@ -61,8 +61,8 @@ def shipper(client, clock=None, **options) -> Shipper:
 
 
 async def end_when_following(api: FakeLogApi, terminal: asyncio.Event) -> None:
-    """The pod ends once the shipper follows its log (ending earlier, the catch-up read would
-    already see it terminal and never follow: not what these tests look at)."""
+    """The pod ends once the shipper follows its log (ending earlier, the shipper would see it
+    terminal and read it with the final read alone: not what these tests look at)."""
     await until(lambda: bool(follows(api)), "the shipper to follow the log")
     terminal.set()
 
@@ -87,24 +87,38 @@ async def test_follow_then_final_read_is_byte_identical(api, client, tmp_path):
     expected = content_of(recs)
     assert outcome == Stored(len(expected), hashlib.sha256(expected).hexdigest(), verified=True)
     assert sink.log_path("job-1").read_bytes() == expected
-    # The backlog is read plainly first, then followed, then the rest is read after the end.
-    catch_up, follow, final = api.requests
-    assert catch_up["follow"] == "false" and "sinceTime" not in catch_up and catch_up["container"] == "main"
-    assert follow["follow"] == "true" and follow["sinceTime"] == "2025-06-01T10:00:14Z"
-    assert final["follow"] == "false" and final["sinceTime"] == "2025-06-01T10:00:14Z"  # the open last line is not a record yet
+    # The whole log is followed from its first byte, then the rest is read after the end.
+    follow, final = api.requests
+    assert follow["follow"] == "true" and "sinceTime" not in follow and follow["container"] == "main"
+    assert final["follow"] == "false" and final["sinceTime"] in {r.ts[:19] + "Z" for r in recs}
 
 
-async def test_without_catch_up_the_log_is_followed_at_once(api, client, tmp_path):
-    recs = sample(lines=500)
-    api.pods[("ns", "p")] = FakePod(recs)
+async def test_a_running_pods_backlog_is_followed_never_read_with_plain_requests(api, client, tmp_path):
+    """A plain request reads only the kubelet's current file: two of them with a rotation between
+    drop the end of the file the first one stopped in. A running pod's log is followed, however
+    large its backlog and however often the follow breaks; the one plain read comes after the pod
+    ended, from a cursor already in the current file."""
+    recs = sample(lines=5000)
+    # The first 2,000 records are in a rotated file: only a follow still reads them. Each of the
+    # first two follows breaks after 20 kB.
+    pod = FakePod(recs, current_file_from=2000, fail_after=[20_000, 20_000], never_end=False)
+    api.pods[("ns", "p")] = pod
     terminal = asyncio.Event()
-    ending = asyncio.create_task(end_when_following(api, terminal))
     sink = DirectorySink(tmp_path, fsync=False)
-    outcome = await shipper(client, catch_up_bytes=0).ship("job-1", "ns", "p", "main", sink, terminal)
+
+    async def end_after_reopens() -> None:  # a real kubelet's follow ends once the container has
+        await until(lambda: len(follows(api)) >= 3, "the follow to be reopened twice")
+        pod.phase_done = True
+        api.poke()
+        terminal.set()
+
+    ending = asyncio.create_task(end_after_reopens())
+    shipping = shipper(client, drain_idle_seconds=30.0).ship("job-1", "ns", "p", "main", sink, terminal)
+    outcome = await asyncio.wait_for(shipping, 20)  # a bound: a shipper that never follows fails here
     await ending
-    assert isinstance(outcome, Stored) and sink.log_path("job-1").read_bytes() == content_of(recs)
-    assert [r["follow"] for r in api.requests] == ["true", "false"]
-    assert "sinceTime" not in api.requests[0]
+    assert isinstance(outcome, Stored) and outcome.gaps == 0
+    assert sink.log_path("job-1").read_bytes() == content_of(recs)
+    assert [r["follow"] for r in api.requests] == ["true", "true", "true", "false"]
 
 
 async def test_lines_written_while_following_arrive_and_are_flushed_promptly(api, client, tmp_path):
@@ -154,7 +168,7 @@ async def test_a_terminal_pods_follow_is_drained_not_cut(api, client, tmp_path):
     api.pods[("ns", "p")] = pod
     terminal = asyncio.Event()
     sink = DirectorySink(tmp_path, fsync=False)
-    ship = shipper(client, drain_idle_seconds=30.0, catch_up_bytes=0)
+    ship = shipper(client, drain_idle_seconds=30.0)
     task = asyncio.create_task(ship.ship("job-1", "ns", "p", None, sink, terminal))
     await until(lambda: bool(follows(api)), "the shipper to follow the log")
     pod.phase_done = True  # the container exited; its follow has most of the log still to send
@@ -176,7 +190,7 @@ async def test_a_follow_cut_at_terminal_loses_what_only_rotated_files_held(api, 
     api.pods[("ns", "p")] = pod
     terminal = asyncio.Event()
     sink = DirectorySink(tmp_path, fsync=False)
-    task = asyncio.create_task(shipper(client, drain_idle_seconds=0.0, catch_up_bytes=0)
+    task = asyncio.create_task(shipper(client, drain_idle_seconds=0.0)
                                .ship("job-1", "ns", "p", None, sink, terminal))
     await until(lambda: bool(follows(api)), "the shipper to follow the log")
     pod.phase_done = True
@@ -212,7 +226,7 @@ async def test_terminal_during_an_append_lets_the_append_finish(api, client, tmp
         terminal = asyncio.Event()
         asyncio.get_running_loop().call_later(delay, terminal.set)
         ship = Shipper(client, clock=RealClock(), observer=Resumes(),
-                       options=ShipOptions(**{**FAST.__dict__, "catch_up_bytes": 0, "chunk_bytes": 2000}))
+                       options=ShipOptions(**{**FAST.__dict__, "chunk_bytes": 2000}))
         outcome = await ship.ship(f"job-{delay}".replace(".", "-"), "ns", "p", None, sink, terminal)
         assert isinstance(outcome, Stored) and outcome.verified
         assert sink.log_path(f"job-{delay}".replace(".", "-")).read_bytes() == content_of(recs)
@@ -257,7 +271,7 @@ async def test_reading_goes_on_while_a_batch_is_appended_with_at_most_one_behind
     sink = GatedSink(tmp_path, fsync=False)
     terminal = asyncio.Event()
     asyncio.get_running_loop().call_later(0.4, terminal.set)
-    ship = shipper(client, catch_up_bytes=0, chunk_bytes=4096, flush_seconds=30.0)
+    ship = shipper(client, chunk_bytes=4096, flush_seconds=30.0)
     outcome = await ship.ship("job-1", "ns", "p", None, sink, terminal)
     assert isinstance(outcome, Stored) and outcome.verified
     assert sink.log_path("job-1").read_bytes() == content_of(recs)
@@ -387,9 +401,14 @@ async def test_another_bad_request_is_still_a_failure(api, client, tmp_path):
 
 async def test_a_log_that_appears_after_no_log_is_shipped_whole(api, client, tmp_path):
     recs = sample(200)
-    api.pods[("ns", "p")] = FakePod(recs, statuses=[(400, {}, NO_LOG)] * 2)  # the catch-up read, a follow
+    api.pods[("ns", "p")] = FakePod(recs, statuses=[(400, {}, NO_LOG)] * 2)  # two follows
     terminal = asyncio.Event()
-    finishing = asyncio.create_task(finish_soon(api, terminal))
+
+    async def finish_once_the_log_is_there() -> None:
+        await until(lambda: len(follows(api)) >= 3, "the third follow (the first that finds a log)")
+        await finish_soon(api, terminal)
+
+    finishing = asyncio.create_task(finish_once_the_log_is_there())
     outcome = await shipper(client).ship("job-1", "ns", "p", "task", DirectorySink(tmp_path), terminal)
     await finishing
     assert isinstance(outcome, Stored) and outcome.verified
@@ -499,7 +518,7 @@ async def test_a_resume_after_the_kubelet_rotated_past_the_stored_lines_reports_
     sink = DirectorySink(tmp_path, fsync=False)
     done = asyncio.Event()
     done.set()
-    earlier = asyncio.create_task(shipper(client, catch_up_bytes=0).ship("job-1", "ns", "p", None, sink,
+    earlier = asyncio.create_task(shipper(client).ship("job-1", "ns", "p", None, sink,
                                                                           asyncio.Event()))
     head = content_of(recs[:1000])
     await until(lambda: sink.log_path("job-1").exists() and sink.log_path("job-1").stat().st_size == len(head),
