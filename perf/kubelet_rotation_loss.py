@@ -1,14 +1,17 @@
 """How often a followed log loses lines at a kubelet rotation, on the devcluster's real node.
 
-The kubelet's own race (``controller/logs/shipper.py``, "Gaps"): when it rotates the file under a
+The kubelet's own races (``controller/logs/shipper.py``, "Gaps"): when it rotates the file under a
 follow that has caught up with the writer, it switches to the new file without reading what the
-runtime still writes into the old one. Each run starts a pod that writes ``--mb`` MiB at
+runtime still writes into the old one; a follow that is behind the writer at a rotation
+(``--read-rate`` below the writer's) stops at the end of the rotated file until the container
+exits. Each run starts a pod that writes ``--mb`` MiB at
 ``--rate`` MB/s (``tests/e2e/realnode/logwriter.py``: the content is known), lets it build a
 backlog, ships its log with the operator's ``Shipper`` into a directory and compares the stored
 log with what the pod wrote. Per run it prints the bytes stored, the bytes missing, the gaps the
 shipper counted and the rotated files; then the totals.
 
     DEVCLUSTER_NAME=fabric-real .venv/bin/python perf/kubelet_rotation_loss.py --runs 20 [--mb 100] [--rate 8]
+        [--read-rate MB/s: the shipper's byte throttle, as the operator's]
 
 Needs a devcluster whose node is real (``devcluster up --nodes real``; started if needed: ~1 min
 when its binaries and images are cached).
@@ -34,6 +37,7 @@ from controller.kube import KubeClient  # noqa: E402
 from controller.kube.resources import PODS, Resource  # noqa: E402
 from controller.logs import DirectorySink, Stored  # noqa: E402
 from controller.logs.shipper import Shipper  # noqa: E402
+from controller.logs.throttle import Throttle  # noqa: E402
 from perf.common import MiB  # noqa: E402  (also puts tests/e2e on the path)
 from cluster import DEVCLUSTER, NAMESPACES  # noqa: E402
 import logwriter  # noqa: E402
@@ -81,7 +85,10 @@ async def one_run(kube: KubeClient, node_dir: Path, namespace: str, index: int, 
     with tempfile.TemporaryDirectory() as store:
         sink = DirectorySink(Path(store), fsync=False)
         try:
-            outcome = await Shipper(kube, clock=RealClock()).ship(pod, namespace, pod, "writer", sink, terminal)
+            clock = RealClock()
+            throttle = Throttle(clock, bytes_per_second=args.read_rate * 1e6 if args.read_rate else None)
+            outcome = await Shipper(kube, clock=clock, throttle=throttle).ship(pod, namespace, pod, "writer", sink,
+                                                                               terminal)
         finally:
             watcher.cancel()
         got = sink.log_path(pod).read_bytes()
@@ -97,6 +104,7 @@ async def main() -> None:
     parser.add_argument("--mb", type=int, default=100, help="MiB each pod writes")
     parser.add_argument("--rate", type=float, default=8.0, help="MB/s each pod writes at")
     parser.add_argument("--backlog-mb", type=int, default=6, help="MiB written before the shipper starts")
+    parser.add_argument("--read-rate", type=float, default=None, help="MB/s the shipper reads at most (default: no limit)")
     args = parser.parse_args()
     config = real_node_kubeconfig()
     node_dir = Path(config).parent / "node"
@@ -120,7 +128,8 @@ async def main() -> None:
     finally:
         await kube.delete(NAMESPACES, namespace)
         await kube.close()
-    print(f"{args.mb} MiB at {args.rate} MB/s from a {args.backlog_mb} MiB backlog: {totals['runs']} runs, "
+    read = f", read at most {args.read_rate} MB/s" if args.read_rate else ""
+    print(f"{args.mb} MiB at {args.rate} MB/s from a {args.backlog_mb} MiB backlog{read}: {totals['runs']} runs, "
           f"{totals['lossy']} not byte-identical ({totals['missing']} bytes missing in all), "
           f"{totals['gapped']} with a gap counted ({totals['false_gaps']} of them identical: nothing lost)")
 

@@ -122,6 +122,12 @@ class LogGap(Exception):
                          "were rotated away before they could be read")
 
 
+class LogDiverged(Exception):
+    """A stream that was catching up with what another reader stored (``LogDecoder.catch_up``)
+    does not hold the same records: at the other's cursor its own differs (or it has no record
+    boundary there). Nothing was emitted past the point where the two were known to agree."""
+
+
 @dataclass(frozen=True)
 class Cursor:
     """Where a shipped log stands; see the module docstring.
@@ -252,6 +258,7 @@ class LogDecoder:
         self._piece_len = 0  # content bytes of the current piece seen so far
         self._probe = split_size  # when _piece_len reaches this, probe for a piece prefix
         self._first = True  # nothing decoded yet (a fragment may only come first)
+        self._expect: Cursor | None = None  # catch_up: the cursor this stream must reach exactly
         self.lines = 0
         """Newline-terminated records emitted (not dropped or skipped), plus a final open one."""
         self.finished = False
@@ -278,6 +285,24 @@ class LogDecoder:
     def pending_drop(self) -> int:
         """Already-committed records the stream has not yet re-delivered."""
         return self._to_drop
+
+    def catch_up(self, cursor: Cursor, stored: int) -> bool:
+        """Another reader of the same log stored it ahead of this stream, through ``cursor`` and
+        ``stored`` bytes (the previous leader's shipper, handing over): read on without emitting
+        what it stored. At ``cursor.size`` this stream must end a record with the same timestamp
+        and count (``LogDiverged`` from ``feed`` otherwise: the two did not read the same records,
+        e.g. one of them resumed past a gap); then the ``stored - cursor.size`` bytes after it
+        are skipped too, and everything after is new.
+
+        Returns False, changing nothing, when the stream cannot be checked against the cursor:
+        it has emitted past it (or is still dropping or skipping what it was opened with).
+        """
+        if (self._to_drop or self._to_skip or self._state == _FRAGMENT or self.finished
+                or cursor.size <= self._pos or stored < cursor.size):
+            return False
+        self._to_skip = stored - self._pos
+        self._expect = cursor
+        return True
 
     # -- decoding ------------------------------------------------------------------------------
 
@@ -480,6 +505,11 @@ class LogDecoder:
             self._count += 1
         # else: stamped in an earlier second than the latest; a resume never re-reads it.
         self._size = self._pos
+        if self._expect is not None and self._size >= self._expect.size:
+            expect, self._expect = self._expect, None
+            if self.cursor != expect:
+                raise LogDiverged(f"catching up with another reader's cursor {expect}, this stream has a "
+                                  f"record ending at {self._size} with cursor {self.cursor}")
         if (newline or last) and not self._to_skip:
             self.lines += 1
 

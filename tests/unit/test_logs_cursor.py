@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from controller.logs.cursor import Cursor, LogDecoder, LogFormatError, LogGap, normalize_timestamp
+from controller.logs.cursor import Cursor, LogDecoder, LogDiverged, LogFormatError, LogGap, normalize_timestamp
 from logs_fakes import Rec, content_of, render, split_line, ts
 
 
@@ -308,3 +308,54 @@ def test_the_same_second_resumed_in_full_is_not_a_gap():
     decoder = LogDecoder(cursor, len(stored))
     out = decoder.feed(render(ROTATING, cursor.since_time)) + decoder.finish()
     assert stored + out == content_of(ROTATING)
+
+
+# -- catching up with another reader's appends (LogDecoder.catch_up) --------------------------
+
+
+@pytest.mark.parametrize("recs,split,legacy", SAMPLES)
+def test_a_stream_catching_up_with_another_readers_store_emits_exactly_what_follows_it(recs, split, legacy):
+    """Two readers of the same log (the next leader's and the previous one's, handing over): the
+    other one stored through any byte ``theirs`` (its cursor at its last whole record) while this
+    one had read through ``ours`` < the cursor; this one skips what the other stored and emits
+    exactly the rest."""
+    stream = render(recs, legacy=legacy)
+    content = content_of(recs)
+    for theirs in range(0, len(stream) + 1, 2):
+        other = LogDecoder(split_size=split)
+        stored = other.feed(stream[:theirs])
+        if other.cursor is None:
+            continue
+        for ours in range(0, theirs + 1, 3):
+            decoder = LogDecoder(split_size=split)
+            head = decoder.feed(stream[:ours])
+            if not decoder.catch_up(other.cursor, len(stored)):
+                assert decoder.position >= other.cursor.size, (theirs, ours)
+                continue
+            rest = decoder.feed(stream[ours:]) + decoder.finish()
+            assert len(head) < other.cursor.size
+            assert stored + rest == content, f"theirs through {theirs}, ours through {ours}"
+
+
+def test_a_stream_that_read_other_records_than_the_one_it_catches_up_with_diverges():
+    """The other reader resumed past a gap (or read another file): at its cursor this stream's
+    records differ, and the decoder says so instead of emitting misaligned bytes."""
+    ours = [Rec(ts(0, n), b"line %d" % n) for n in range(10)]
+    theirs = ours[:3] + [Rec(ts(0, 50 + n), b"other %d" % n) for n in range(7)]
+    other = LogDecoder()
+    stored = other.feed(render(theirs[:8]))
+    decoder = LogDecoder()
+    decoder.feed(render(ours[:2]))
+    assert decoder.catch_up(other.cursor, len(stored))
+    with pytest.raises(LogDiverged):
+        decoder.feed(render(ours[2:]))
+
+
+def test_a_stream_ahead_of_the_other_readers_cursor_cannot_catch_up():
+    recs = [Rec(ts(0, n), b"line %d" % n) for n in range(10)]
+    other = LogDecoder()
+    stored = other.feed(render(recs[:4]))
+    decoder = LogDecoder()
+    decoder.feed(render(recs[:6]))
+    assert not decoder.catch_up(other.cursor, len(stored))
+    assert decoder.feed(render(recs[6:])) == content_of(recs[6:]), "unchanged: it reads on as before"

@@ -15,10 +15,11 @@ from gateway_harness import start_gateway_app
 
 from controller.clock import RealClock
 from controller.kube import KubeClient
+from controller.logs.cursor import LogDecoder
 from controller.logs.shipper import Failed, Lost, Retained, ShipOptions, Shipper, Stored
 from controller.logs.sinks import DirectorySink, GatewaySink, NullSink
 from fakeclock import FakeClock
-from logs_fakes import FakeGateway, FakeLogApi, FakePod, Rec, content_of, follows, split_line, ts, until
+from logs_fakes import FakeGateway, FakeLogApi, FakePod, Rec, content_of, follows, render, split_line, ts, until
 
 FAST = ShipOptions(chunk_bytes=4096, flush_seconds=0.05, backoff_base=0.01, backoff_max=0.05,
                    follow_end_pause=0.05, drain_idle_seconds=0.0)
@@ -530,3 +531,63 @@ async def test_a_resume_after_the_kubelet_rotated_past_the_stored_lines_reports_
     outcome = await shipper(client).ship("job-1", "ns", "p", None, sink, done)
     assert isinstance(outcome, Stored) and outcome.gaps == 1 and not outcome.verified
     assert sink.log_path("job-1").read_bytes() == head + content_of(recs[1500:])
+
+
+class AheadOnce(DirectorySink):
+    """A ``DirectorySink`` into which another shipper (the previous leader's, handing over) has
+    stored ``theirs`` (bytes and cursor, as its own decoder made them) just before this stream's
+    first append."""
+
+    def __init__(self, root, theirs: list[Rec]) -> None:
+        super().__init__(root, fsync=False)
+        decoder = LogDecoder()
+        self.their_bytes = decoder.feed(render(theirs))
+        self.their_cursor = decoder.cursor
+        self.done = False
+
+    async def append(self, execution, offset, chunk, cursor):
+        if not self.done:
+            self.done = True
+            held = (await self.state(execution)).size
+            await super().append(execution, held, self.their_bytes[held:], self.their_cursor)
+        return await super().append(execution, offset, chunk, cursor)
+
+
+async def test_a_stream_behind_another_shippers_appends_reads_on_past_them_without_a_new_request(
+        api, client, tmp_path):
+    """The next leader's stream follows a log the previous leader's stream (handing over) still
+    appends to: its append finds the other ahead; it skips what the other stored on the follow it
+    has open (a new request would read only the kubelet's current file) and goes on from there."""
+    recs = [Rec(ts(i // 20, i), b"line %d" % i) for i in range(200)]
+    pod = FakePod(recs[:100])
+    api.pods[("ns", "p")] = pod
+    sink = AheadOnce(tmp_path, recs[:120])  # the other shipper has read 20 lines more
+    terminal = asyncio.Event()
+    task = asyncio.create_task(shipper(client).ship("job-1", "ns", "p", None, sink, terminal))
+    await until(lambda: sink.done, "the first append to meet the other shipper's")
+    pod.recs.extend(recs[100:])
+    api.poke()
+    await until(lambda: sink.log_path("job-1").stat().st_size == len(content_of(recs)), "the rest stored")
+    terminal.set()
+    outcome = await task
+    assert sink.log_path("job-1").read_bytes() == content_of(recs)
+    assert isinstance(outcome, Stored) and outcome.gaps == 0 and not outcome.verified
+    assert len(follows(api)) == 1, "no new follow: the open one read on"
+
+
+async def test_a_stream_ahead_of_another_shippers_appends_resumes_from_the_sink(api, client, tmp_path):
+    """The other shipper's appends are behind what this stream has read (its cursor cannot be
+    checked against this stream): resume from what the sink holds, with a new request."""
+    recs = [Rec(ts(i // 20, i), b"line %d" % i) for i in range(200)]
+    api.pods[("ns", "p")] = FakePod(recs)
+    sink = AheadOnce(tmp_path, recs[:10])
+    terminal = asyncio.Event()
+    task = asyncio.create_task(shipper(client, backoff_base=0.01, backoff_max=60.0)
+                               .ship("job-1", "ns", "p", None, sink, terminal))
+    await until(lambda: sink.log_path("job-1").exists()
+                and sink.log_path("job-1").stat().st_size == len(content_of(recs)), "the whole log stored")
+    terminal.set()
+    outcome = await task
+    assert sink.log_path("job-1").read_bytes() == content_of(recs)
+    assert isinstance(outcome, Stored) and outcome.gaps == 0
+    assert len(follows(api)) == 2, "one new follow, from the sink's state"

@@ -2,7 +2,8 @@
 
 ``command(size, seed, rate)`` is the container command: ``python3 -c <this module's source>`` in the
 devcluster's ``fabric-base:dev`` image, so the container and the test run the very same generator.
-``expected(size, seed)`` is what the container wrote (size and sha256): what a shipped log must equal.
+``b"".join(chunks(size, seed))`` is what the container wrote: what a shipped log must equal
+(``difference`` says where one departs from it).
 
 The content is lines of 40-200 printable bytes, every 2,000th line 40 KiB long (containerd splits
 lines over 16 KiB into partial CRI lines, which the reader must join again), and a last line
@@ -12,7 +13,6 @@ tested, not a writer that outruns every reader and loses rotated files by design
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import random
 import sys
@@ -48,13 +48,24 @@ def chunks(size: int, seed: int):
         yield tail
 
 
-def expected(size: int, seed: int) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    total = 0
-    for chunk in chunks(size, seed):
-        digest.update(chunk)
-        total += len(chunk)
-    return total, digest.hexdigest()
+def difference(stored: bytes, want: bytes) -> str:
+    """Where ``stored`` departs from ``want`` (the content), in the writer's line numbers (each line
+    begins with its number, ``%08d ``): what a failed comparison reports, so a loss can be placed
+    (at a rotation, at a handover) instead of only counted. Empty when they are equal."""
+    if stored == want:
+        return ""
+    at, block = 0, 1 << 16
+    while stored[at:at + block] == want[at:at + block]:
+        at += block
+    at += next((i for i, (a, b) in enumerate(zip(stored[at:at + block], want[at:at + block])) if a != b),
+               min(len(stored), len(want)) - at)
+    line_start = want.rfind(b"\n", 0, at) + 1
+    next_stored = stored.find(b"\n", at) + 1
+    written_line = want[line_start:line_start + 8].decode(errors="replace")
+    stored_next = stored[next_stored:next_stored + 8].decode(errors="replace") if next_stored else ""
+    return (f"stored {len(stored):,} bytes, written {len(want):,} ({len(want) - len(stored):+,}): they "
+            f"part at byte {at:,}, in written line {written_line}; the next stored line is "
+            f"{stored_next or '(none)'}")
 
 
 def write(size: int, seed: int, rate: int) -> None:

@@ -7,9 +7,9 @@ select."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import aiohttp
@@ -18,8 +18,8 @@ import pytest
 from cluster import REPO, kubectl
 from controller.kube.resources import PODS, Resource
 from gateway_process import free_port
+from kubelet_files import KeptFiles, assert_stored_as_written
 from logwriter import command as writer_command
-from logwriter import expected as writer_expected
 from tasks import create_task, eventually, jobs_of, task
 
 pytestmark = pytest.mark.e2e
@@ -68,16 +68,25 @@ async def gateway_json(deployed: InCluster, path: str) -> dict | None:
             return await response.json() if response.status == 200 else None
 
 
-async def gateway_log_sha256(deployed: InCluster, execution: str) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
+async def gateway_log(deployed: InCluster, execution: str) -> bytes:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{deployed.gateway_url}/v1/tasks/{execution}/logs/raw",
                             headers={"Authorization": f"Bearer {deployed.user_token}"}) as response:
             assert response.status == 200, await response.text()
-            async for chunk in response.content.iter_chunked(1 << 20):
-                digest.update(chunk)
-                size += len(chunk)
-    return size, digest.hexdigest()
+            return await response.read()
+
+
+async def assert_log_is_what_was_written(deployed: InCluster, kube, kubeconfig: str, kept_files: KeptFiles,
+                                        namespace: str, task_name: str, execution: str, size: int,
+                                        seed: int, *context: str) -> None:
+    """``kubelet_files.assert_stored_as_written`` on the log the gateway stored, with what can place
+    a loss beside it: the execution's status (gaps counted) and the operator's log lines about it."""
+    statuses = (await task(kube, namespace, task_name))["status"]["executions"]
+    operator_log = kubectl(kubeconfig, "-n", OPERATOR_NAMESPACE, "logs", "--prefix", "--tail=-1",
+                           "-l", "app.kubernetes.io/name=fabric-task-operator")
+    about = [line for line in operator_log.splitlines() if execution in line]
+    assert_stored_as_written(await gateway_log(deployed, execution), size, seed, kept_files, *context,
+                             f"execution status: {statuses}", "the operator's log lines about it:", *about[-60:])
 
 
 async def stored_record(deployed: InCluster, execution: str) -> dict | None:
@@ -100,7 +109,8 @@ async def lease_holder(kube) -> str | None:
     return next((h for h in holders if h), None)
 
 
-async def test_tasks_report_to_the_in_cluster_gateway_with_their_logs(deployed, kube, namespace):
+async def test_tasks_report_to_the_in_cluster_gateway_with_their_logs(deployed, kube, kubeconfig, namespace,
+                                                                     kept_files):
     # Paced like the other real-node writers (3 MB/s): the kubelet's own follow drops the lines a
     # fast writer (8 MB/s) puts into a file in the milliseconds it is being rotated (README,
     # "History and logs"); what this test is about is the in-cluster path.
@@ -111,11 +121,12 @@ async def test_tasks_report_to_the_in_cluster_gateway_with_their_logs(deployed, 
     record = await eventually(lambda: stored_record(deployed, execution), timeout=300, interval=2,
                               message="record and log stored in the in-cluster gateway")
     assert record["status"] == "Succeeded", record
-    assert await gateway_log_sha256(deployed, execution) == writer_expected(size, seed)
+    await assert_log_is_what_was_written(deployed, kube, kubeconfig, kept_files, namespace, "in-cluster", execution,
+                                         size, seed)
 
 
 async def test_deleting_the_operator_pod_mid_stream_loses_no_log_line_and_duplicates_no_job(
-        deployed, kube, kubeconfig, namespace):
+        deployed, kube, kubeconfig, namespace, kept_files):
     size, seed = 100 * MB, 22
     await create_task(kube, namespace, real_task("survives", writer_command(size, seed, 2 * MB)))
     [job] = await eventually(lambda: jobs_of(kube, namespace, "survives"), message="job created")
@@ -129,6 +140,7 @@ async def test_deleting_the_operator_pod_mid_stream_loses_no_log_line_and_duplic
     [old] = await operator_pods(kube)
     old_name = old["metadata"]["name"]
     assert await lease_holder(kube) == old_name
+    deleted_at = datetime.now(timezone.utc).isoformat()
     kubectl(kubeconfig, "-n", OPERATOR_NAMESPACE, "delete", "pod", old_name, "--wait=false")
 
     async def new_leader() -> str | None:
@@ -140,9 +152,10 @@ async def test_deleting_the_operator_pod_mid_stream_loses_no_log_line_and_duplic
     record = await eventually(lambda: stored_record(deployed, execution), timeout=600, interval=2,
                               message="log stored after the operator moved")
     assert record["status"] == "Succeeded", record
-    assert await gateway_log_sha256(deployed, execution) == writer_expected(size, seed)
     statuses = (await task(kube, namespace, "survives"))["status"]["executions"]
     assert [e["name"] for e in statuses] == [execution], "one execution, one Job: nothing duplicated"
+    await assert_log_is_what_was_written(deployed, kube, kubeconfig, kept_files, namespace, "survives", execution,
+                                         size, seed, f"the old operator pod was deleted at {deleted_at}")
 
 
 async def test_prometheus_scrapes_operator_and_gateway_through_the_servicemonitors(deployed, tmp_path):
