@@ -331,8 +331,8 @@ class _ReadWatcher:
 
     @contextlib.asynccontextmanager
     async def stream(self, path: str, params: Mapping[str, Any] | None = None, *,
-                     read_timeout: float | None = None) -> AsyncIterator[_WatchedStream]:
-        async with self._client.stream(path, params, read_timeout=read_timeout) as response:
+                     read_timeout: float | None = None, unframed: bool = False) -> AsyncIterator[_WatchedStream]:
+        async with self._client.stream(path, params, read_timeout=read_timeout, unframed=unframed) as response:
             yield _WatchedStream(response, path, self._on_read)
 
 

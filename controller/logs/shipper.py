@@ -31,14 +31,18 @@ stores what follows and the outcome says how many gaps the log has (``Stored.gap
 kubelet ends a follow at the end of the file it has open once the container has exited, even
 when a newer file holds the rest), nothing was lost, and the stream cannot tell the two apart.
 
-The kubelet's own follow can lose lines too, and that does not show: when it rotates the file
-under a follow that has caught up with the writer, the kubelet (``ReadLogs`` in k8s.io/cri-client,
-v1.36) switches to the new file as soon as the file is created, without reading what the runtime
-still writes into the old one until it swaps its writer. The lines of those milliseconds are
-missing, the timestamps on both sides look like any pause. Measured on this project's real node:
-100 MiB written at 8 MB/s (1-2 rotations each) lost 12-27 KB at a rotation in 2 of 38 followed
-runs; writers paced at 2-3 MB/s (the real-node tests, 6 rotations a run) have not met it. Only
-reading the node's files (a node agent) avoids it.
+The kubelet's own follow can lose lines too (``ReadLogs`` in k8s.io/cri-client, v1.36; measured
+with ``perf/kubelet_rotation_loss.py`` on this project's real node):
+- when it rotates the file under a follow that has caught up with the writer, it switches to the
+  new file as soon as the file is created, without reading what the runtime still writes into
+  the old one until it swaps its writer. The lines of those milliseconds are missing, the
+  timestamps on both sides look like any pause: it does not show. 100 MiB written at 8 MB/s lost
+  12-27 KB in 2 of 38 followed runs; at 2 MB/s on a loaded machine, one line in one run of six.
+- a follow that is behind the writer at a rotation stops at the end of the rotated file and
+  delivers nothing more until the container exits. The next request finds the lines between
+  rotated away: a gap, counted. A byte throttle below what the containers write makes this the
+  rule.
+Only reading the node's files (a node agent) avoids them.
 
 Handover: while the pool closes (``Shipper.handing_over`` set: the operator shuts down and has
 released its Lease), streams keep following so a rotation during the handover loses nothing; a
@@ -416,7 +420,10 @@ class _Stream:
         await self.s._throttle.request()
         read_timeout = None if follow else self.o.final_read_timeout
         try:
-            async with self.s._client.stream(self.path, params, read_timeout=read_timeout) as response:
+            # A follow unframed (HTTP/1.0): its end is never taken as the log's; the final read is
+            # framed, so a cut connection cannot pass for the end of the log it seals.
+            async with self.s._client.stream(self.path, params, read_timeout=read_timeout,
+                                             unframed=follow) as response:
                 if follow:
                     await self._follow(response, decoder, batch)
                 else:

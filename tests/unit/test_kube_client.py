@@ -501,6 +501,48 @@ async def test_stream_error_status_raises_before_the_body(api: Api, client: Kube
             raise AssertionError("body must not be reached")
 
 
+async def test_an_unframed_stream_is_asked_over_http_1_0_and_read_until_the_server_closes(
+        api: Api, client: KubeClient):
+    """A followed log without chunked framing: HTTP/1.0 without keep-alive, so the body is whatever
+    the server sends until it closes the connection."""
+    versions = []
+    lines = [b"2024-01-01T00:00:00.000000001Z line %d\n" % i for i in range(50)]
+    framed = streaming(*lines)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        versions.append((request.version, request.headers.get("Connection")))
+        return await framed(request)
+
+    api.handler = handler
+    async with client.stream(PODS.path("ns", "p", "log"), {"follow": True}, unframed=True) as log:
+        assert "Transfer-Encoding" not in log.headers, "no chunked framing"
+        body = b"".join([chunk async for chunk in log.iter_chunks()])
+    assert body == b"".join(lines)
+    assert versions == [((1, 0), None)], "HTTP/1.0, no 'Connection: keep-alive'"
+    async with client.stream(PODS.path("ns", "p", "log"), {}) as log:  # framed: the default
+        assert b"".join([chunk async for chunk in log.iter_chunks()]) == b"".join(lines)
+    assert versions[1][0] == (1, 1)
+
+
+async def test_a_server_refusing_http_1_0_turns_unframed_streams_off_for_the_client(api: Api, client: KubeClient):
+    """A proxy that refuses HTTP/1.0 (426 Upgrade Required): the stream is asked again framed, and
+    every later one goes framed at once."""
+    versions = []
+    framed = streaming(b"2024-01-01T00:00:00.000000001Z a line\n")
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        versions.append(request.version)
+        if request.version < (1, 1):
+            return web.Response(status=426, text="Upgrade Required")
+        return await framed(request)
+
+    api.handler = handler
+    for _ in range(2):
+        async with client.stream(PODS.path("ns", "p", "log"), {"follow": True}, unframed=True) as log:
+            assert b"".join([chunk async for chunk in log.iter_chunks()]) == b"2024-01-01T00:00:00.000000001Z a line\n"
+    assert versions == [(1, 0), (1, 1), (1, 1)]
+
+
 # -- authentication -----------------------------------------------------------------------------
 
 

@@ -544,12 +544,18 @@ class AheadOnce(DirectorySink):
         self.their_bytes = decoder.feed(render(theirs))
         self.their_cursor = decoder.cursor
         self.done = False
+        self.looked_after = False  # the stream asked for the state after meeting the other's bytes
+
+    async def state(self, execution):
+        state = await super().state(execution)
+        self.looked_after = self.done
+        return state
 
     async def append(self, execution, offset, chunk, cursor):
         if not self.done:
-            self.done = True
             held = (await self.state(execution)).size
             await super().append(execution, held, self.their_bytes[held:], self.their_cursor)
+            self.done = True
         return await super().append(execution, offset, chunk, cursor)
 
 
@@ -564,7 +570,7 @@ async def test_a_stream_behind_another_shippers_appends_reads_on_past_them_witho
     sink = AheadOnce(tmp_path, recs[:120])  # the other shipper has read 20 lines more
     terminal = asyncio.Event()
     task = asyncio.create_task(shipper(client).ship("job-1", "ns", "p", None, sink, terminal))
-    await until(lambda: sink.done, "the first append to meet the other shipper's")
+    await until(lambda: sink.looked_after, "the first append to meet the other shipper's")
     pod.recs.extend(recs[100:])
     api.poke()
     await until(lambda: sink.log_path("job-1").stat().st_size == len(content_of(recs)), "the rest stored")
