@@ -390,20 +390,21 @@ class _Stream:
         or read the rest and close the log (``_FINAL``).
         A stream that no longer holds the stored lines is read again past the gap."""
         try:
-            await self._read_once(state, mode=mode, after_gap=False)
+            try:
+                await self._read_once(state, mode=mode, after_gap=False)
+            except LogGap as gap:
+                # Raised before the decoder emitted a byte: nothing of this request was appended.
+                self.gaps += 1
+                self.hasher = None  # the sealed digest is the sink's; the shipper's cannot cover a gap
+                self.s._observer.gapped(self.execution)
+                log.warning("log lines lost: rotated away before they could be read; storing what "
+                            "follows", execution=self.execution, stored=state.size, last_stored=gap.cursor_ts,
+                            resumed_at=gap.first)
+                await self._read_once(state, mode=mode, after_gap=True)
         except LogDiverged as exc:
-            # Caught up with another shipper's appends, and found it had stored other records:
-            # resume from what the sink holds.
+            # Caught up with another shipper's appends and found it had stored other records (it
+            # read lines this stream found rotated away): resume from what the sink holds.
             raise OffsetMismatch(self.stored, str(exc)) from exc
-        except LogGap as gap:
-            # Raised before the decoder emitted a byte: nothing of this request was appended.
-            self.gaps += 1
-            self.hasher = None  # the sealed digest is the sink's; the shipper's cannot cover a gap
-            self.s._observer.gapped(self.execution)
-            log.warning("log lines lost: rotated away before they could be read; storing what "
-                        "follows", execution=self.execution, stored=state.size, last_stored=gap.cursor_ts,
-                        resumed_at=gap.first)
-            await self._read_once(state, mode=mode, after_gap=True)
 
     async def _read_once(self, state: SinkState, *, mode: int, after_gap: bool) -> None:
         self._ended_by_terminal = False

@@ -95,6 +95,8 @@ class FakePod:
     """A real kubelet's rotation: a request that does not follow (or starts after rotation) is
     served ``recs[current_file_from:]`` only, the current file; an open follow keeps reading
     the rotated files it had open."""
+    rotated_before_follows: bool = False
+    """Follows start after the rotation too: they are served the current file only."""
 
 
 class FakeLogApi:
@@ -153,7 +155,8 @@ class FakeLogApi:
         try:
             sent = 0
             while True:
-                body = render(pod.recs if follow else pod.recs[pod.current_file_from:], since)
+                whole = follow and not pod.rotated_before_follows
+                body = render(pod.recs if whole else pod.recs[pod.current_file_from:], since)
                 while sent < len(body):
                     piece = body[sent:sent + pod.chunk]
                     if limit is not None and sent + len(piece) >= limit:

@@ -597,3 +597,28 @@ async def test_a_stream_ahead_of_another_shippers_appends_resumes_from_the_sink(
     assert sink.log_path("job-1").read_bytes() == content_of(recs)
     assert isinstance(outcome, Stored) and outcome.gaps == 0
     assert len(follows(api)) == 2, "one new follow, from the sink's state"
+
+
+async def test_a_stream_past_a_gap_that_the_other_shipper_read_through_resumes_from_what_it_stored(
+        api, client, tmp_path):
+    """This stream resumed where lines had been rotated away (a gap), but the other shipper (the
+    previous leader's) had read them on its older follow and stored past them: catching up with
+    it, this stream's records differ at its cursor; it resumes from what the sink holds (the
+    other's lines kept, none doubled), and the log is whole."""
+    recs = [Rec(ts(i // 20, i), b"line %d" % i) for i in range(200)]
+    pod = FakePod(recs[:150], current_file_from=120, rotated_before_follows=True)
+    api.pods[("ns", "p")] = pod
+    sink = AheadOnce(tmp_path, recs[:140])
+    earlier = LogDecoder()
+    await DirectorySink.append(sink, "job-1", 0, earlier.feed(render(recs[:100])), earlier.cursor)
+    terminal = asyncio.Event()
+    task = asyncio.create_task(shipper(client).ship("job-1", "ns", "p", None, sink, terminal))
+    await until(lambda: sink.looked_after, "the first append to meet the other shipper's")
+    pod.recs.extend(recs[150:])
+    api.poke()
+    await until(lambda: sink.log_path("job-1").stat().st_size == len(content_of(recs)), "the rest stored")
+    terminal.set()
+    outcome = await task
+    assert sink.log_path("job-1").read_bytes() == content_of(recs)
+    assert isinstance(outcome, Stored) and outcome.gaps == 1, "counted: this stream could not tell"
+    assert len(follows(api)) == 3, "the gap's follow, the read past it, and one from the sink's state"
