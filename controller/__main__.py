@@ -100,8 +100,8 @@ def parse_args(argv: list[str]) -> Settings:
                    default=_env("log-requests-per-second", d.logs.requests_per_second))
     p.add_argument("--log-bytes-per-second", type=float, default=_env("log-bytes-per-second", 0.0),
                    help="aggregate log bytes/s over all streams (0: unlimited). Below what the "
-                        "containers write, follows fall behind, and a kubelet stops a follow that is "
-                        "behind at the next rotation: whole files are lost (README, 'History and logs')")
+                        "containers write, follows fall behind and the kubelet's rotations take "
+                        "whole files from them (README, 'History and logs')")
     p.add_argument("--log-release-after-seconds", type=float,
                    default=_env("log-release-after-seconds", d.logs.release_after_seconds))
     p.add_argument("--log-handover-seconds", type=float,

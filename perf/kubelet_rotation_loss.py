@@ -2,9 +2,9 @@
 
 The kubelet's own races (``controller/logs/shipper.py``, "Gaps"): when it rotates the file under a
 follow that has caught up with the writer, it switches to the new file without reading what the
-runtime still writes into the old one; a follow that is behind the writer at a rotation
-(``--read-rate`` below the writer's) stops at the end of the rotated file until the container
-exits. Each run starts a pod that writes ``--mb`` MiB at
+runtime still writes into the old one; a follow that falls behind its writer (``--read-rate``
+below the writer's) goes on from the file it has open to the current one, skipping the files
+rotated in between. Each run starts a pod that writes ``--mb`` MiB at
 ``--rate`` MB/s (``tests/e2e/realnode/logwriter.py``: the content is known), lets it build a
 backlog, ships its log with the operator's ``Shipper`` into a directory and compares the stored
 log with what the pod wrote. Per run it prints the bytes stored, the bytes missing, the gaps the
