@@ -559,6 +559,21 @@ class AheadOnce(DirectorySink):
         return await super().append(execution, offset, chunk, cursor)
 
 
+async def ship_meeting_the_other(api, client, sink: AheadOnce, pod: FakePod, recs: list[Rec]):
+    """Ship job-1 into ``sink``; once its first append has met the other shipper's bytes, the pod
+    writes the rest of ``recs``; the pod ends once they are stored. The outcome, the log checked."""
+    terminal = asyncio.Event()
+    task = asyncio.create_task(shipper(client).ship("job-1", "ns", "p", None, sink, terminal))
+    await until(lambda: sink.looked_after, "the first append to meet the other shipper's")
+    pod.recs.extend(recs[len(pod.recs):])
+    api.poke()
+    await until(lambda: sink.log_path("job-1").stat().st_size == len(content_of(recs)), "the rest stored")
+    terminal.set()
+    outcome = await task
+    assert sink.log_path("job-1").read_bytes() == content_of(recs)
+    return outcome
+
+
 async def test_a_stream_behind_another_shippers_appends_reads_on_past_them_without_a_new_request(
         api, client, tmp_path):
     """The next leader's stream follows a log the previous leader's stream (handing over) still
@@ -568,15 +583,7 @@ async def test_a_stream_behind_another_shippers_appends_reads_on_past_them_witho
     pod = FakePod(recs[:100])
     api.pods[("ns", "p")] = pod
     sink = AheadOnce(tmp_path, recs[:120])  # the other shipper has read 20 lines more
-    terminal = asyncio.Event()
-    task = asyncio.create_task(shipper(client).ship("job-1", "ns", "p", None, sink, terminal))
-    await until(lambda: sink.looked_after, "the first append to meet the other shipper's")
-    pod.recs.extend(recs[100:])
-    api.poke()
-    await until(lambda: sink.log_path("job-1").stat().st_size == len(content_of(recs)), "the rest stored")
-    terminal.set()
-    outcome = await task
-    assert sink.log_path("job-1").read_bytes() == content_of(recs)
+    outcome = await ship_meeting_the_other(api, client, sink, pod, recs)
     assert isinstance(outcome, Stored) and outcome.gaps == 0 and not outcome.verified
     assert len(follows(api)) == 1, "no new follow: the open one read on"
 
@@ -611,14 +618,6 @@ async def test_a_stream_past_a_gap_that_the_other_shipper_read_through_resumes_f
     sink = AheadOnce(tmp_path, recs[:140])
     earlier = LogDecoder()
     await DirectorySink.append(sink, "job-1", 0, earlier.feed(render(recs[:100])), earlier.cursor)
-    terminal = asyncio.Event()
-    task = asyncio.create_task(shipper(client).ship("job-1", "ns", "p", None, sink, terminal))
-    await until(lambda: sink.looked_after, "the first append to meet the other shipper's")
-    pod.recs.extend(recs[150:])
-    api.poke()
-    await until(lambda: sink.log_path("job-1").stat().st_size == len(content_of(recs)), "the rest stored")
-    terminal.set()
-    outcome = await task
-    assert sink.log_path("job-1").read_bytes() == content_of(recs)
+    outcome = await ship_meeting_the_other(api, client, sink, pod, recs)
     assert isinstance(outcome, Stored) and outcome.gaps == 1, "counted: this stream could not tell"
     assert len(follows(api)) == 3, "the gap's follow, the read past it, and one from the sink's state"
