@@ -84,6 +84,15 @@ async def event_reasons(kube: KubeClient, namespace: str, name: str) -> set[str]
     return {event["reason"] for event in await events_for(kube, namespace, name)}
 
 
+async def wait_event(kube: KubeClient, namespace: str, name: str, reason: str, *, timeout: float = 30.0) -> dict:
+    """The first Event with ``reason`` about Task ``name``, waited for: the operator writes Events
+    off the reconcile path (controller/events.py), a moment after the status saying the same."""
+    async def probe() -> dict | None:
+        found = [event for event in await events_for(kube, namespace, name) if event["reason"] == reason]
+        return found[0] if found else None
+    return await eventually(probe, timeout=timeout, message=f"a {reason} Event about Task {name}")
+
+
 async def eventually(probe: Callable[[], Awaitable[T]], *, timeout: float = 60.0, interval: float = 0.25,
                      message: str = "") -> T:
     """Retry ``probe`` until it returns a truthy value without raising; return that value."""

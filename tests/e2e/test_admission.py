@@ -15,7 +15,7 @@ from controller.kube import KubeClient, NotFound
 from controller.kube.resources import JOBS, PODS, TASKPOOLS
 from controller.model import labels as L
 from cluster import kubectl, taskctl
-from tasks import create_task, eventually, events_for, scrape_metrics, metric_sum, task, task_manifest, wait_phase
+from tasks import create_task, eventually, scrape_metrics, metric_sum, task, task_manifest, wait_event, wait_phase
 
 pytestmark = pytest.mark.e2e
 
@@ -169,7 +169,7 @@ async def test_a_missing_pool_holds_the_task_and_says_so_until_it_exists(start_o
             executions[0]["queue"]["reason"] == "PoolNotFound" and ready
     ready = await eventually(not_ready, timeout=60, message="PoolNotFound on the Task")
     assert f"task pool '{name}' does not exist" in ready["message"]
-    assert "PoolNotFound" in {e["reason"] for e in await events_for(kube, namespace, "waits")}
+    await wait_event(kube, namespace, "waits", "PoolNotFound")
 
     await pool("later", 1)
     await wait_phase(kube, namespace, "waits", "Succeeded", timeout=90)

@@ -19,7 +19,7 @@ import pytest
 
 from controller.kube.resources import PODS
 from crilog import sha256_file, write_cri_log
-from tasks import create_task, eventually, events_for, jobs_of, task, task_manifest
+from tasks import create_task, eventually, jobs_of, task, task_manifest, wait_event
 
 pytestmark = pytest.mark.e2e
 
@@ -76,8 +76,8 @@ async def test_a_full_log_disk_is_retried_then_released_with_the_loss_recorded(
 
     lost = await eventually(loss_recorded, timeout=30, message="loss on the Task's status")
     assert lost["reason"] == "released-before-stored"
-    warnings = [e for e in await events_for(kube, namespace, "full") if e["reason"] == "LogReleased"]
-    assert warnings and warnings[0]["type"] == "Warning" and execution in warnings[0]["message"]
+    warning = await wait_event(kube, namespace, "full", "LogReleased")
+    assert warning["type"] == "Warning" and execution in warning["message"]
     assert operator.process.poll() is None, "the operator keeps running on a full disk"
 
     # Space back: a new execution ships fine, and the retried one is stored after all.
