@@ -337,7 +337,7 @@ class _ReadWatcher:
 
 
 class _WatchedStream:
-    """A ``KubeStream`` whose ``read_chunk`` reports each non-empty chunk."""
+    """A ``KubeStream`` whose reads report each non-empty chunk."""
 
     def __init__(self, response: KubeStream, path: str, on_read: Callable[[str], None]) -> None:
         self._response = response
@@ -348,7 +348,12 @@ class _WatchedStream:
         return getattr(self._response, name)
 
     async def read_chunk(self) -> bytes:
-        chunk = await self._response.read_chunk()
+        return self._reported(await self._response.read_chunk())
+
+    async def read_gathered(self, min_bytes: int, seconds: float) -> bytes:
+        return self._reported(await self._response.read_gathered(min_bytes, seconds))
+
+    def _reported(self, chunk: bytes) -> bytes:
         if chunk:
             self._on_read(self._path)
         return chunk

@@ -176,14 +176,15 @@ class ShipOptions:
     """A followed log silent this long is reopened (a wedged connection sends nothing either)."""
     final_read_timeout: float = 60.0
     """Longest silence tolerated while reading the remainder after the pod ended."""
-    follow_gather_seconds: float = 0.005
-    """After a read of fewer than ``follow_gather_bytes``, a follow pauses this long before it
-    reads again. A followed log arrives a line per HTTP chunk (kubelets flush every line), and each
-    read costs the same Python work whatever it brings: read line by line, a followed 8 MB/s log
-    costs ~5x the CPU of the same bytes in blocks (kwok, ``perf/log_shipping_bench.py``). 0: read
-    as bytes arrive."""
-    follow_gather_bytes: int = 64 << 10
-    """A read bringing less than this is followed by ``follow_gather_seconds`` of gathering."""
+    gather_bytes: int = 64 << 10
+    """Once a read has brought this much, a read bringing less lets the next bytes gather in the
+    socket, up to this much (``KubeStream.read_gathered``). The kubelet (and kwok) flush every line,
+    and each read costs the same Python work (event loop, TLS, HTTP) whatever it brings: read as
+    lines arrive, a followed log cost 86-91 CPU s per GiB, gathered 14-21 (kwok,
+    ``perf/log_shipping_bench.py``). A smaller read never waits: a short log's end is not held up.
+    0: read as bytes arrive."""
+    gather_seconds: float = 0.02
+    """The longest a read waits for ``gather_bytes`` to gather before taking what is there."""
     follow_end_pause: float = 1.0
     """After a follow ended cleanly but the pod is not known to be terminal, wait this long."""
     drain_idle_seconds: float = 3.0
@@ -429,7 +430,8 @@ class _Stream:
                     await self._follow(response, decoder, batch)
                 else:
                     try:
-                        while chunk := await response.read_chunk():
+                        reads = _Reads(response, self.o)
+                        while chunk := await reads.next():
                             await self.s._throttle.read(len(chunk))
                             batch.add(decoder.feed(chunk))
                             if batch.full:
@@ -469,13 +471,13 @@ class _Stream:
         last_data = clock.monotonic()
         stop = False
         interruptible = False
-        gather_seconds, gather_below = self.o.follow_gather_seconds, self.o.follow_gather_bytes
+        reads = _Reads(response, self.o)
 
         async def reader() -> None:
             nonlocal last_data, interruptible
             while not stop:
                 interruptible = True
-                chunk = await response.read_chunk()  # TransportError on a broken connection
+                chunk = await reads.next()  # TransportError on a broken connection
                 if chunk:
                     await throttle.read(len(chunk))
                 interruptible = False
@@ -485,12 +487,6 @@ class _Stream:
                 batch.add(decoder.feed(chunk))
                 if batch.full:
                     await batch.flush_behind()
-                elif len(chunk) < gather_below:
-                    # A short read: let the next lines gather in the socket's buffer (real time,
-                    # not the clock's: this is how much to read at once, not when anything is due).
-                    interruptible = True
-                    await asyncio.sleep(gather_seconds)
-                    interruptible = False
 
         reading = asyncio.ensure_future(reader())
         terminal = asyncio.ensure_future(self.terminal.wait())
@@ -523,6 +519,28 @@ class _Stream:
             # Wait for the reader (an append in flight completes) before the response closes.
             await asyncio.gather(reading, return_exceptions=True)
             await batch.settle()
+
+
+class _Reads:
+    """One response's reads: once it has brought ``gather_bytes``, a read that brought less is
+    followed by a gathered one (``ShipOptions.gather_bytes``). The wait is real time, not the
+    clock's: it is how much to read at once, not when anything is due."""
+
+    def __init__(self, response: KubeStream, options: ShipOptions) -> None:
+        self._response = response
+        self._min_bytes = options.gather_bytes
+        self._seconds = options.gather_seconds
+        self._total = 0
+        self._gather = False
+
+    async def next(self) -> bytes:
+        if self._gather:
+            chunk = await self._response.read_gathered(self._min_bytes, self._seconds)
+        else:
+            chunk = await self._response.read_chunk()
+        self._total += len(chunk)
+        self._gather = 0 < len(chunk) < self._min_bytes <= self._total
+        return chunk
 
 
 class _Batch:
