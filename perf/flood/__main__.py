@@ -1,4 +1,4 @@
-"""``python -m perf.flood --profile quick|full|burst1000|FILE.yaml [--kubeconfig K] [--out PATH]``
+"""``python -m perf.flood --profile quick|full|burst1000|FILE.yaml [--kubeconfig K] [--out PATH] [--busy N]``
 
 Parses flags only; everything else is ``perf.flood.run``. Writes PATH.json, PATH.md and
 PATH-*.png; exits 1 when a correctness check fails (every log verified byte-identical, no
@@ -14,7 +14,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from perf.common import REPO
+from perf.common import REPO, start_busy, stop_busy
 from perf.flood import profile as profiles
 from perf.flood import report
 from perf.flood.run import Options, run
@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attach-gateway-token-file", help="its internal token (when this run starts the operator)")
     parser.add_argument("--attach-log-dir", help="the attached operator's --log-dir (no gateway)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a performance target is missed too")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="N processes spinning on a CPU each for the whole run (a loaded machine; "
+                        "the command line in the report says so)")
     args = parser.parse_args(argv)
 
     profile = profiles.load(args.profile)
@@ -53,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
                    attach_gateway_pid=args.attach_gateway_pid,
                    attach_gateway_token_file=args.attach_gateway_token_file, attach_log_dir=args.attach_log_dir,
                    command=" ".join(shlex.quote(a) for a in ["python", "-m", "perf.flood", *sys.argv[1:]]))
-    summary = asyncio.run(run(profile, opts))
+    spinners = start_busy(args.busy)
+    try:
+        summary = asyncio.run(run(profile, opts))
+    finally:
+        stop_busy(spinners)
     written = report.write(summary, out)
     for check in summary["checks"] + summary["perf_checks"]:
         print(f"{'PASS' if check['pass'] else 'FAIL'}  {check['name']}: {check['value']}")
