@@ -152,9 +152,10 @@ class KubeStream:
         except OSError:
             return await self.read_chunk()
         try:
-            return await asyncio.wait_for(self.read_chunk(), seconds)
-        except asyncio.TimeoutError:
-            pass
+            async with asyncio.timeout(seconds):
+                return await self.read_chunk()
+        except TimeoutError:
+            pass  # fewer than min_bytes came in time: take what did
         finally:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, 1)
