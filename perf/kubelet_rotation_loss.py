@@ -11,7 +11,11 @@ log with what the pod wrote. Per run it prints the bytes stored, the bytes missi
 shipper counted and the rotated files; then the totals.
 
     DEVCLUSTER_NAME=fabric-real .venv/bin/python perf/kubelet_rotation_loss.py --runs 20 [--mb 100] [--rate 8]
-        [--read-rate MB/s: the shipper's byte throttle, as the operator's]
+        [--read-rate MB/s: the shipper's byte throttle, as the operator's] [--controller-tree DIR]
+
+It also prints the shipping process's CPU per GiB stored, the figure of ``perf/log_shipping_bench.py``
+for a real kubelet's follow; ``--controller-tree DIR`` ships with another checkout's operator code
+(a baseline), so two runs of this script compare them.
 
 Needs a devcluster whose node is real (``devcluster up --nodes real``; started if needed: ~1 min
 when its binaries and images are cached).
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "e2e" / "realnode"))
+# --controller-tree DIR: ship with the operator code of another checkout (a baseline), imported first.
+if "--controller-tree" in sys.argv[:-1]:
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--controller-tree") + 1]).resolve()))
 
 from controller.clock import RealClock  # noqa: E402
 from controller.kube import KubeClient  # noqa: E402
@@ -84,6 +93,7 @@ async def one_run(kube: KubeClient, node_dir: Path, namespace: str, index: int, 
     watcher = asyncio.create_task(watch_phase())
     with tempfile.TemporaryDirectory() as store:
         sink = DirectorySink(Path(store), fsync=False)
+        cpu_before = _cpu_seconds()
         try:
             clock = RealClock()
             throttle = Throttle(clock, bytes_per_second=args.read_rate * 1e6 if args.read_rate else None)
@@ -91,11 +101,19 @@ async def one_run(kube: KubeClient, node_dir: Path, namespace: str, index: int, 
                                                                                terminal)
         finally:
             watcher.cancel()
+        cpu = _cpu_seconds() - cpu_before
         got = sink.log_path(pod).read_bytes()
     rotated = len(list(node_dir.glob(files + ".*")))
     await kube.delete(PODS, pod, namespace=namespace)
     return {"stored": len(got), "missing": len(want) - len(got), "identical": got == want,
-            "gaps": outcome.gaps if isinstance(outcome, Stored) else None, "rotated": rotated}
+            "gaps": outcome.gaps if isinstance(outcome, Stored) else None, "rotated": rotated,
+            "cpu_s_per_gib": cpu / (len(got) / (1 << 30)) if got else None}
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU (user + system) so far: the shipper's, plus the phase poll's few requests."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def main() -> None:
@@ -105,6 +123,8 @@ async def main() -> None:
     parser.add_argument("--rate", type=float, default=8.0, help="MB/s each pod writes at")
     parser.add_argument("--backlog-mb", type=int, default=6, help="MiB written before the shipper starts")
     parser.add_argument("--read-rate", type=float, default=None, help="MB/s the shipper reads at most (default: no limit)")
+    parser.add_argument("--controller-tree", type=Path, default=None, metavar="DIR",
+                        help="ship with the operator code of the checkout in DIR (a baseline)")
     args = parser.parse_args()
     config = real_node_kubeconfig()
     node_dir = Path(config).parent / "node"
@@ -113,7 +133,10 @@ async def main() -> None:
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     await until(lambda: _exists(kube, Resource("", "v1", "serviceaccounts", "ServiceAccount"), "default", namespace),
                 "the namespace's ServiceAccount", 30)
+    import controller
+    print(f"operator code from {Path(controller.__file__).parent.parent}", flush=True)
     totals = {"runs": 0, "lossy": 0, "missing": 0, "gapped": 0, "false_gaps": 0}
+    cpu: list[float] = []
     try:
         for index in range(args.runs):
             want = b"".join(logwriter.chunks(args.mb * MiB, index))
@@ -123,15 +146,20 @@ async def main() -> None:
             totals["missing"] += max(run["missing"], 0)
             totals["gapped"] += bool(run["gaps"])
             totals["false_gaps"] += bool(run["gaps"]) and run["identical"]
+            if run["cpu_s_per_gib"] is not None:
+                cpu.append(run["cpu_s_per_gib"])
             print(f"run {index}: stored {run['stored']} missing {run['missing']} identical {run['identical']} "
-                  f"gaps {run['gaps']} rotated files {run['rotated']}", flush=True)
+                  f"gaps {run['gaps']} rotated files {run['rotated']} CPU s/GiB {run['cpu_s_per_gib'] or 0:.1f}",
+                  flush=True)
     finally:
         await kube.delete(NAMESPACES, namespace)
         await kube.close()
     read = f", read at most {args.read_rate} MB/s" if args.read_rate else ""
     print(f"{args.mb} MiB at {args.rate} MB/s from a {args.backlog_mb} MiB backlog{read}: {totals['runs']} runs, "
           f"{totals['lossy']} not byte-identical ({totals['missing']} bytes missing in all), "
-          f"{totals['gapped']} with a gap counted ({totals['false_gaps']} of them identical: nothing lost)")
+          f"{totals['gapped']} with a gap counted ({totals['false_gaps']} of them identical: nothing lost); "
+          f"shipping CPU s per GiB stored: median {statistics.median(cpu) if cpu else 0:.1f} "
+          f"(min {min(cpu, default=0):.1f}, max {max(cpu, default=0):.1f})")
 
 
 async def _exists(kube: KubeClient, resource: Resource, name: str, namespace: str) -> bool:
