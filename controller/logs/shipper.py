@@ -180,8 +180,9 @@ class ShipOptions:
     """Once a read has brought this much, a read bringing less lets the next bytes gather in the
     socket, up to this much (``KubeStream.read_gathered``). The kubelet (and kwok) flush every line,
     and each read costs the same Python work (event loop, TLS, HTTP) whatever it brings: read as
-    lines arrive, a followed log cost 86-91 CPU s per GiB, gathered 14-21 (kwok,
-    ``perf/log_shipping_bench.py``). A smaller read never waits: a short log's end is not held up.
+    lines arrive, a followed log cost 86-108 CPU s per GiB, gathered 14-22 (kwok,
+    ``perf/log_shipping_bench.py``); on a real node 53 -> 28 (``perf/kubelet_rotation_loss.py``).
+    A smaller read never waits: a short log's end is not held up.
     0: read as bytes arrive."""
     gather_seconds: float = 0.02
     """The longest a read waits for ``gather_bytes`` to gather before taking what is there."""
