@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "tests" / "e2e" / "realnode"))
 if "--controller-tree" in sys.argv[:-1]:
     sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--controller-tree") + 1]).resolve()))
 
+import controller  # noqa: E402
 from controller.clock import RealClock  # noqa: E402
 from controller.kube import KubeClient  # noqa: E402
 from controller.kube.resources import PODS, Resource  # noqa: E402
@@ -133,7 +134,6 @@ async def main() -> None:
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     await until(lambda: _exists(kube, Resource("", "v1", "serviceaccounts", "ServiceAccount"), "default", namespace),
                 "the namespace's ServiceAccount", 30)
-    import controller
     print(f"operator code from {Path(controller.__file__).parent.parent}", flush=True)
     totals = {"runs": 0, "lossy": 0, "missing": 0, "gapped": 0, "false_gaps": 0}
     cpu: list[float] = []

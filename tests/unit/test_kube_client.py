@@ -560,42 +560,42 @@ async def test_a_gathered_read_leaves_small_pieces_in_the_socket_until_enough_ar
     stay in the socket until ``min_bytes`` are there, and come as one chunk; after the time given,
     a read takes what is there; the server closing ends a gathered read at once."""
     piece = b"2024-01-01T00:00:00.000000001Z a short line\n"
-    go, sent, more_sent, close = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
+    send_five, five_sent, send_more, close = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
 
-    async def after(event: asyncio.Event, then: asyncio.Event | None = None) -> None:
-        if then is not None:
-            then.set()
+    async def after(event: asyncio.Event, then_say: asyncio.Event | None = None) -> None:
+        if then_say is not None:
+            then_say.set()
         await event.wait()
 
     many = 10_000 // len(piece) + 1
-    api.handler = streaming(piece, lambda: after(go), *[piece] * 5, lambda: after(more_sent, sent),
+    api.handler = streaming(piece, lambda: after(send_five), *[piece] * 5, lambda: after(send_more, five_sent),
                             *[piece] * many, lambda: after(close))
     async with asyncio.timeout(30):  # a guard: every wait below is on a state
         async with client.stream(PODS.path("ns", "p", "log"), {"follow": True}, unframed=True) as log:
             assert await log.read_chunk() == piece
             sock = log._response.connection.transport.get_extra_info("socket")
             gathered = asyncio.ensure_future(log.read_gathered(10_000, 3600))
-            go.set()
-            await sent.wait()
+            send_five.set()
+            await five_sent.wait()
             while _queued(sock) < 5 * len(piece) and not gathered.done():
                 await asyncio.sleep(0)
             for _ in range(50):  # the loop goes round; the pieces stay where they are
                 await asyncio.sleep(0)
             assert not gathered.done(), "a read of less than min_bytes ended the gathering"
             assert _queued(sock) == 5 * len(piece)
-            more_sent.set()
+            send_more.set()
             assert await gathered == piece * (5 + many), "everything gathered, as one chunk"
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
 
             close.set()
             assert await log.read_gathered(10_000, 3600) == b"", "the end is not held back"
 
-    go.clear(), close.clear()
-    api.handler = streaming(piece, lambda: after(go), b"one more\n", lambda: after(close))
+    send_five.clear(), close.clear()
+    api.handler = streaming(piece, lambda: after(send_five), b"one more\n", lambda: after(close))
     async with asyncio.timeout(30):
         async with client.stream(PODS.path("ns", "p", "log"), {"follow": True}, unframed=True) as log:
             assert await log.read_chunk() == piece
-            go.set()
+            send_five.set()
             assert await log.read_gathered(10_000, 0.01) == b"one more\n", "after the time given, what is there"
             sock = log._response.connection.transport.get_extra_info("socket")
             assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT) == 1
