@@ -5,12 +5,15 @@ test chose through the real API server."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from cluster import kubectl
+from cluster import DEVCLUSTER, kubectl, use_external_cluster
 from controller.kube.resources import JOBS, PODS, Resource
 from tasks import EXIT_CODE, FAIL, RUN_FOR, eventually
 
@@ -105,3 +108,40 @@ async def test_kubectl_logs_serves_the_file_the_test_chose(kube, namespace, kube
         assert out.splitlines() == lines
     finally:
         await kube.delete(CLUSTER_LOGS, namespace)
+
+
+def _alive_in(cluster_dir: Path, pid: int) -> bool:
+    """Whether ``pid`` is still a process of the cluster in ``cluster_dir`` (not a reused pid)."""
+    try:
+        return str(cluster_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+async def test_down_stops_a_component_that_restart_component_started():
+    """`devcluster restart-component` writes the new pid where kwokctl keeps it, in kwokctl's format,
+    so `devcluster down` stops the restarted process too. (A pid file ending in a newline made
+    kwokctl leave it running: a kube-apiserver outlived every CI run that restarted one.)"""
+    if use_external_cluster():
+        pytest.skip("needs the local devcluster: it starts a cluster of its own")
+    env = {**os.environ, "DEVCLUSTER_NAME": f"e2e-down-{uuid.uuid4().hex[:6]}"}
+
+    def devcluster(*args: str) -> str:
+        done = subprocess.run([str(DEVCLUSTER), *args], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"devcluster {' '.join(args)}: {done.stderr[-2000:]}"
+        return done.stdout.strip()
+
+    cluster_dir = Path(devcluster("up").splitlines()[-1]).parent
+    try:
+        devcluster("restart-component", "kube-apiserver")
+        pid_file = (cluster_dir / "pids" / "kube-apiserver.pid").read_bytes()
+        assert pid_file.isdigit(), f"kwokctl reads the pid file with strconv.Atoi: {pid_file!r}"
+        pid = int(pid_file)
+        assert _alive_in(cluster_dir, pid)
+    finally:
+        devcluster("down")
+
+    async def gone() -> bool:
+        return not _alive_in(cluster_dir, pid)
+
+    await eventually(gone, timeout=30, message=f"the restarted kube-apiserver (pid {pid}) outlived `devcluster down`")
