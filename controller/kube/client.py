@@ -110,6 +110,15 @@ async def _split_lines(
 _SO_RCVLOWAT: int | None = getattr(socket, "SO_RCVLOWAT", None)
 
 
+def _set_low_water(sock: Any, size: int) -> bool:
+    """Set the socket's ``SO_RCVLOWAT``; False when the socket refuses (it is closed)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, size)
+    except OSError:
+        return False
+    return True
+
+
 class KubeStream:
     """An open long-running response (e.g. ``pods/{name}/log?follow=true``), read incrementally.
 
@@ -145,11 +154,7 @@ class KubeStream:
         it is put back to 1, which reports whatever is queued. Without the option: a plain read.
         """
         sock = self._socket()
-        if sock is None:
-            return await self.read_chunk()
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, max(1, min_bytes))
-        except OSError:
+        if sock is None or not _set_low_water(sock, max(1, min_bytes)):
             return await self.read_chunk()
         try:
             async with asyncio.timeout(seconds):
@@ -157,10 +162,7 @@ class KubeStream:
         except TimeoutError:
             pass  # fewer than min_bytes came in time: take what did
         finally:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_RCVLOWAT, 1)
-            except OSError:
-                pass  # the connection is gone; the read below says so
+            _set_low_water(sock, 1)  # False: the connection is gone; the read below says so
         return await self.read_chunk()
 
     def _socket(self) -> Any:
